@@ -1,0 +1,1 @@
+"""Pure PyTorch recurrent slot taggers: vocabularies, encoders, BIO spans and checkpoint bundles."""

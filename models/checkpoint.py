@@ -1,0 +1,136 @@
+"""Checkpoint bundles: plain dicts that rebuild a tagger with `models/` alone.
+
+A bundle is {format_version, config, vocabulary, slot_tags, intents, state_dict, metrics,
+created_at}: strings, numbers, lists and tensors only, so `torch.load(path, weights_only=True)`
+reads it. Training embeds the bundle in each Lightning checkpoint under `BUNDLE_KEY`; `load_bundle`
+accepts either that checkpoint or a bundle saved on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.tagger import RecurrentTagger, TaggerConfig, build_tagger
+from models.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+BUNDLE_KEY = "slotfill_bundle"
+REQUIRED_KEYS = ("format_version", "config", "vocabulary", "slot_tags", "intents", "state_dict")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or rebuilt; the message names the file and the problem."""
+
+
+@dataclass
+class LoadedTagger:
+    """A rebuilt tagger in eval mode, with everything needed to turn words into tags."""
+
+    model: RecurrentTagger
+    config: TaggerConfig
+    vocabulary: Vocabulary
+    slot_tags: list[str]
+    intents: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+    sha256: str = ""
+    path: str = ""
+
+
+def make_bundle(
+    model: RecurrentTagger,
+    vocabulary: Vocabulary,
+    slot_tags: list[str],
+    intents: list[str],
+    metrics: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "vocabulary": vocabulary.to_list(),
+        "slot_tags": list(slot_tags),
+        "intents": list(intents),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_bundle(bundle: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a temporary file in the same folder, then rename, so readers never see
+    half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(bundle, handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bundle(path: str | Path) -> dict[str, Any]:
+    """The bundle dict stored at `path` (a bundle file or a Lightning checkpoint holding one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if isinstance(data, dict) and BUNDLE_KEY in data:
+        data = data[BUNDLE_KEY]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a slotfill checkpoint (no bundle inside)")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(f"{path}: not a slotfill checkpoint; missing key(s): {', '.join(missing)}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {data['format_version']!r}; this code reads version {FORMAT_VERSION}"
+        )
+    return data
+
+
+def load_bundle(path: str | Path) -> LoadedTagger:
+    """Rebuild the tagger stored at `path`, in eval mode, without Lightning."""
+    bundle = read_bundle(path)
+    try:
+        config = TaggerConfig.from_dict(bundle["config"])
+        vocabulary = Vocabulary(bundle["vocabulary"])
+        model = build_tagger(config)
+        model.load_state_dict(bundle["state_dict"])
+    except (ValueError, TypeError, RuntimeError, KeyError) as error:
+        raise CheckpointError(f"{path}: checkpoint does not rebuild a tagger: {error}") from None
+    if len(vocabulary) != config.vocab_size or len(bundle["slot_tags"]) != config.num_tags:
+        raise CheckpointError(f"{path}: vocabulary or tag list does not match the model's sizes")
+    model.eval()
+    return LoadedTagger(
+        model=model,
+        config=config,
+        vocabulary=vocabulary,
+        slot_tags=list(bundle["slot_tags"]),
+        intents=list(bundle["intents"]),
+        metrics=dict(bundle.get("metrics", {})),
+        created_at=str(bundle.get("created_at", "")),
+        sha256=file_sha256(path),
+        path=str(path),
+    )

@@ -1,0 +1,184 @@
+"""The recurrent slot tagger: embedding -> recurrent encoder -> per-word slot logits + intent logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from models.vocab import Vocabulary
+
+
+def _elman(input_size: int, hidden_size: int) -> nn.Module:
+    return nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True)
+
+
+def _lstm(input_size: int, hidden_size: int) -> nn.Module:
+    return nn.LSTM(input_size, hidden_size, batch_first=True)
+
+
+def _gru(input_size: int, hidden_size: int) -> nn.Module:
+    return nn.GRU(input_size, hidden_size, batch_first=True)
+
+
+# One unidirectional, single-layer recurrent module per entry: (input_size, hidden_size) -> module
+# mapping (B, T, input_size) to ((B, T, hidden_size), state). Layers and directions are stacked by
+# `RecurrentEncoder`, so every cell gets bidirectionality and depth the same way.
+CELLS: dict[str, Callable[[int, int], nn.Module]] = {
+    "elman": _elman,
+    "lstm": _lstm,
+    "gru": _gru,
+}
+
+
+@dataclass(frozen=True)
+class TaggerConfig:
+    """Everything that fixes the tagger's architecture; stored in every checkpoint."""
+
+    vocab_size: int
+    num_tags: int
+    num_intents: int
+    cell: str = "lstm"
+    embedding_dim: int = 100
+    hidden_size: int = 200
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3
+    # LSTM only: initial forget-gate bias (None keeps torch's default init). Gers, Schmidhuber &
+    # Cummins (2000) / Jozefowicz et al. (2015): a positive bias starts the gate open.
+    forget_bias: float | None = 1.0
+    intent_head: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; valid cells: {', '.join(sorted(CELLS))}")
+        for name in ("vocab_size", "num_tags", "embedding_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.intent_head and self.num_intents < 1:
+            raise ValueError("num_intents must be >= 1 when the intent head is on")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TaggerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown tagger config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+class TaggerOutput(NamedTuple):
+    tag_logits: torch.Tensor  # (B, T, num_tags)
+    intent_logits: torch.Tensor | None  # (B, num_intents)
+
+
+def reversal_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, T) index that reverses each sequence's first `length` steps and leaves pads in place.
+
+    Applying it twice is the identity, so the same index reverses inputs and un-reverses outputs.
+    """
+    positions = torch.arange(max_len, device=lengths.device).unsqueeze(0)  # (1, T)
+    lengths = lengths.unsqueeze(1)  # (B, 1)
+    return torch.where(positions < lengths, lengths - 1 - positions, positions)
+
+
+def _gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return values.gather(1, index.unsqueeze(-1).expand_as(values))
+
+
+def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
+    """Set the LSTM's effective forget-gate bias to `value`.
+
+    torch keeps two bias vectors, `bias_ih` and `bias_hh`, and adds them, so the gate sees their sum.
+    We put `value` in `bias_ih` and zero in `bias_hh` (gate order i, f, g, o: forget is [H:2H]).
+    """
+    hidden = lstm.hidden_size
+    with torch.no_grad():
+        for name, parameter in lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                parameter[hidden : 2 * hidden].fill_(value)
+            elif name.startswith("bias_hh"):
+                parameter[hidden : 2 * hidden].zero_()
+
+
+class RecurrentEncoder(nn.Module):
+    """Stacked uni- or bidirectional recurrent layers over right-padded batches.
+
+    Words are fed strictly in order. With right padding a forward pass never sees a pad before a
+    real word, so real outputs do not depend on padding. The backward direction runs a second
+    unidirectional module over per-sequence-reversed inputs (pads stay at the end), which gives the
+    same function as `pack_padded_sequence` and is faster on CPU.
+    """
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        make_cell = CELLS[config.cell]
+        directions = 2 if config.bidirectional else 1
+        self.output_size = config.hidden_size * directions
+        self.forward_layers = nn.ModuleList()
+        self.backward_layers = nn.ModuleList()
+        for layer in range(config.num_layers):
+            input_size = config.embedding_dim if layer == 0 else self.output_size
+            self.forward_layers.append(make_cell(input_size, config.hidden_size))
+            if config.bidirectional:
+                self.backward_layers.append(make_cell(input_size, config.hidden_size))
+        self.between_layers = nn.Dropout(config.dropout)
+        if config.cell == "lstm" and config.forget_bias is not None:
+            for module in [*self.forward_layers, *self.backward_layers]:
+                init_forget_bias(module, config.forget_bias)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) inputs and (B,) lengths -> (B, T, H * directions) states (pads: undefined)."""
+        reverse = reversal_index(lengths, inputs.size(1)) if len(self.backward_layers) else None
+        states = inputs
+        for layer, forward_cell in enumerate(self.forward_layers):
+            if layer > 0:
+                states = self.between_layers(states)
+            forward_states, _ = forward_cell(states)
+            if reverse is None:
+                states = forward_states
+                continue
+            backward_states, _ = self.backward_layers[layer](_gather_time(states, reverse))
+            states = torch.cat([forward_states, _gather_time(backward_states, reverse)], dim=-1)
+        return states
+
+
+class RecurrentTagger(nn.Module):
+    """Embedding -> `RecurrentEncoder` -> slot logits per word; intent logits from pooled states."""
+
+    def __init__(self, config: TaggerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=Vocabulary.pad_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = RecurrentEncoder(config)
+        self.tag_head = nn.Linear(self.encoder.output_size, config.num_tags)
+        # The intent head sees the masked mean and max of the encoder states.
+        self.intent_head = nn.Linear(2 * self.encoder.output_size, config.num_intents) if config.intent_head else None
+
+    def forward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> TaggerOutput:
+        """(B, T) token ids and (B, T) bool mask of real words (right-padded) -> logits."""
+        lengths = mask.sum(dim=1)
+        embedded = self.dropout(self.embedding(token_ids))  # (B, T, E)
+        states = self.dropout(self.encoder(embedded, lengths))  # (B, T, H')
+        tag_logits = self.tag_head(states)
+        intent_logits = None
+        if self.intent_head is not None:
+            real = mask.unsqueeze(-1)  # (B, T, 1)
+            mean = (states * real).sum(dim=1) / lengths.clamp(min=1).unsqueeze(-1)
+            maximum = states.masked_fill(~real, float("-inf")).amax(dim=1)
+            maximum = torch.where(torch.isfinite(maximum), maximum, torch.zeros_like(maximum))
+            intent_logits = self.intent_head(torch.cat([mean, maximum], dim=-1))
+        return TaggerOutput(tag_logits, intent_logits)
+
+
+def build_tagger(config: TaggerConfig) -> RecurrentTagger:
+    return RecurrentTagger(config)

@@ -1,0 +1,56 @@
+"""Token normalisation and the `Vocabulary` that maps words to ids and back."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+PAD = "<pad>"
+UNK = "<unk>"
+_DIGIT = re.compile(r"\d")
+
+
+def normalize_word(word: str) -> str:
+    """Lower-case a word and map every digit to `0`, so `1000` and `2500` share one shape."""
+    return _DIGIT.sub("0", word.lower())
+
+
+class Vocabulary:
+    """Token <-> id table with `<pad>` at id 0 and `<unk>` at id 1.
+
+    It converts to and from a plain list of strings, which is how it travels in a checkpoint.
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        if len(tokens) < 2 or tokens[0] != PAD or tokens[1] != UNK:
+            raise ValueError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {list(tokens[:2])}")
+        self.tokens: list[str] = list(tokens)
+        self.index: dict[str, int] = {token: i for i, token in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
+            raise ValueError("a vocabulary must not repeat a token")
+
+    pad_id = 0
+    unk_id = 1
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_freq: int = 1) -> Vocabulary:
+        """Vocabulary of the normalised words seen at least `min_freq` times, most frequent first."""
+        if min_freq < 1:
+            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        counts = Counter(normalize_word(word) for sentence in sentences for word in sentence)
+        kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        return cls([PAD, UNK, *kept])
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        """Ids of the normalised words; unknown words map to `<unk>`."""
+        return [self.index.get(normalize_word(word), self.unk_id) for word in words]
+
+    def to_list(self) -> list[str]:
+        return list(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, word: str) -> bool:
+        return normalize_word(word) in self.index

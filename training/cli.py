@@ -1,0 +1,54 @@
+"""`slotfill-train` / `python -m training`: the LightningCLI (fit, validate, test, predict), plus
+`download` to fetch the data sets."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from models.vocab import Vocabulary
+from training.callbacks import JsonLinesWriter
+from training.data import DataError
+from training.datamodule import SlotDataModule
+from training.module import SlotTaggerModule
+
+
+class SlotfillCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/slot_f1",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/slot_f1", "early_stopping.mode": "max", "early_stopping.patience": 8})
+        parser.add_lightning_class_args(JsonLinesWriter, "prediction_writer")
+        parser.link_arguments("data.vocabulary", "model.vocabulary", compute_fn=Vocabulary.to_list, apply_on="instantiate")
+        parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
+        parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["download"]:
+        from training.download import main as download_main
+
+        sys.exit(download_main(argv[1:]))
+    try:
+        SlotfillCLI(
+            SlotTaggerModule,
+            SlotDataModule,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            args=argv,
+        )
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

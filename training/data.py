@@ -1,0 +1,124 @@
+"""Read ATIS-style splits (`seq.in`, `seq.out`, `label`), validate them, and batch them.
+
+Every problem in the data is reported as a `DataError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from models.loss import IGNORE_INDEX
+from models.spans import is_valid_tag
+from models.vocab import Vocabulary
+
+SPLITS = ("train", "valid", "test")
+FILES = ("seq.in", "seq.out", "label")
+
+
+class DataError(Exception):
+    """Bad or missing data; the message starts with `path:line` where a line is at fault."""
+
+
+class Example(NamedTuple):
+    """One utterance. A NamedTuple, not a frozen dataclass: Lightning rebuilds batch contents when
+    moving them to a device, and it refuses frozen dataclasses."""
+
+    words: tuple[str, ...]
+    tags: tuple[str, ...]
+    intent: str
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[error.start]:02x})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_split(data_dir: str | Path, split: str) -> list[Example]:
+    """Examples of one split, e.g. `read_split("data/atis", "train")`."""
+    split_dir = Path(data_dir) / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: split {split!r} not found (expected {split_dir}/{{seq.in,seq.out,label}})")
+    words_path, tags_path, label_path = (split_dir / name for name in FILES)
+    word_lines, tag_lines, label_lines = (_read_lines(p) for p in (words_path, tags_path, label_path))
+    counts = {words_path: len(word_lines), tags_path: len(tag_lines), label_path: len(label_lines)}
+    if len(set(counts.values())) != 1:
+        detail = ", ".join(f"{p.name}: {n}" for p, n in counts.items())
+        raise DataError(f"{split_dir}: the three files have different line counts ({detail})")
+    examples = []
+    for number, (word_line, tag_line, label_line) in enumerate(zip(word_lines, tag_lines, label_lines), start=1):
+        words, tags, intent = word_line.split(), tag_line.split(), label_line.strip()
+        for path, value in ((words_path, words), (tags_path, tags), (label_path, intent)):
+            if not value:
+                raise DataError(f"{path}:{number}: empty line")
+        if len(words) != len(tags):
+            raise DataError(f"{tags_path}:{number}: {len(tags)} tags for {len(words)} words")
+        for position, tag in enumerate(tags, start=1):
+            if not is_valid_tag(tag):
+                raise DataError(f"{tags_path}:{number}: tag {position} {tag!r} is not O, B-<type> or I-<type>")
+        if len(label_line.split()) != 1:
+            raise DataError(f"{label_path}:{number}: expected one intent, got {label_line.strip()!r}")
+        examples.append(Example(tuple(words), tuple(tags), intent))
+    return examples
+
+
+def read_utterances(path: str | Path) -> list[list[str]]:
+    """Raw utterances, one a line (blank lines skipped), split on whitespace."""
+    return [line.split() for line in _read_lines(Path(path)) if line.strip()]
+
+
+def label_list(values: Sequence[str], first: str | None = None) -> list[str]:
+    """Sorted distinct labels, with `first` (e.g. `O`) at index 0 when given."""
+    distinct = sorted(set(values) - {first})
+    return [first, *distinct] if first is not None else distinct
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    token_ids: list[int]
+    tag_ids: list[int]
+    intent_id: int
+    example: Example
+
+
+def encode(example: Example, vocabulary: Vocabulary, tag_index: dict[str, int], intent_index: dict[str, int]) -> EncodedExample:
+    """Ids for one example; tags and intents unseen in training get `IGNORE_INDEX` (no loss;
+    metrics still compare the gold strings, so they count as errors)."""
+    return EncodedExample(
+        token_ids=vocabulary.encode(example.words),
+        tag_ids=[tag_index.get(tag, IGNORE_INDEX) for tag in example.tags],
+        intent_id=intent_index.get(example.intent, IGNORE_INDEX),
+        example=example,
+    )
+
+
+def collate(batch: Sequence[EncodedExample]) -> dict:
+    """Right-pad a batch: token_ids/tag_ids/mask (B, T), intent_ids (B,), plus the raw examples."""
+    max_len = max(len(item.token_ids) for item in batch)
+    token_ids = torch.full((len(batch), max_len), Vocabulary.pad_id, dtype=torch.long)
+    tag_ids = torch.full((len(batch), max_len), IGNORE_INDEX, dtype=torch.long)
+    for row, item in enumerate(batch):
+        token_ids[row, : len(item.token_ids)] = torch.tensor(item.token_ids)
+        tag_ids[row, : len(item.tag_ids)] = torch.tensor(item.tag_ids)
+    lengths = torch.tensor([len(item.token_ids) for item in batch])
+    return {
+        "token_ids": token_ids,
+        "tag_ids": tag_ids,
+        "mask": torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1),
+        "intent_ids": torch.tensor([item.intent_id for item in batch]),
+        "examples": [item.example for item in batch],
+    }

@@ -1,0 +1,85 @@
+"""`SlotDataModule`: ATIS-style splits -> vocabularies and batches for Lightning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from models.vocab import Vocabulary
+from training.data import Example, collate, encode, label_list, read_split, read_utterances
+
+
+class SlotDataModule(pl.LightningDataModule):
+    """Reads `{data_dir}/{train,valid,test}`; vocabularies come from the training split only.
+
+    The training split is read at construction so that the vocabulary and label lists exist before
+    the model is built (the CLI links them into the model's arguments).
+
+    Args:
+        data_dir: folder holding `train/`, `valid/`, `test/`.
+        batch_size: sentences per training batch.
+        eval_batch_size: sentences per validation/test/predict batch.
+        min_word_freq: words seen fewer times in training map to `<unk>`.
+        train_limit: use only the first N training sentences (quick runs and tests).
+        predict_file: raw utterances, one a line, for `predict`.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/atis",
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        min_word_freq: int = 1,
+        train_limit: int | None = None,
+        predict_file: str | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.predict_file = predict_file
+        self.num_workers = num_workers
+        train = read_split(self.data_dir, "train")
+        self.train_examples = train[:train_limit] if train_limit else train
+        self.vocabulary = Vocabulary.build((ex.words for ex in self.train_examples), min_freq=min_word_freq)
+        self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
+        self.intents = label_list([ex.intent for ex in self.train_examples])
+        self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
+        self._intent_index = {intent: i for i, intent in enumerate(self.intents)}
+        self._splits: dict[str, list] = {}
+
+    def _encoded(self, split: str) -> list:
+        if split not in self._splits:
+            examples = self.train_examples if split == "train" else read_split(self.data_dir, split)
+            self._splits[split] = [encode(ex, self.vocabulary, self._tag_index, self._intent_index) for ex in examples]
+        return self._splits[split]
+
+    def _loader(self, items: list, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            items,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._encoded("train"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._encoded("valid"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._encoded("test"), self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        if not self.predict_file:
+            raise ValueError("predict needs --data.predict_file: a text file of utterances, one a line")
+        utterances = [Example(tuple(words), (), "") for words in read_utterances(self.predict_file)]
+        items = [encode(ex, self.vocabulary, self._tag_index, self._intent_index) for ex in utterances]
+        return self._loader(items, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,182 @@
+"""`SlotTaggerModule`: a thin LightningModule around `models.RecurrentTagger`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from models.checkpoint import BUNDLE_KEY, make_bundle
+from models.loss import intent_loss, slot_loss
+from models.spans import bio_to_spans
+from models.tagger import TaggerConfig, build_tagger
+from models.vocab import Vocabulary
+from training.metrics import Accuracy, SpanF1
+
+
+class SlotTaggerModule(pl.LightningModule):
+    """Trains a `RecurrentTagger`; every checkpoint embeds a plain bundle that rebuilds it.
+
+    Args:
+        vocabulary, slot_tags, intents: linked from the data module by the CLI.
+        cell: `elman`, `lstm` or `gru`.
+        embedding_dim, hidden_size, num_layers, bidirectional, dropout: the encoder's shape.
+        forget_bias: LSTM forget-gate bias at init (None: torch's default).
+        intent_head: predict the intent too.
+        intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
+        lr, weight_decay: Adam's.
+        predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
+    """
+
+    def __init__(
+        self,
+        vocabulary: list[str],
+        slot_tags: list[str],
+        intents: list[str],
+        cell: str = "lstm",
+        embedding_dim: int = 100,
+        hidden_size: int = 200,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.3,
+        forget_bias: float | None = 1.0,
+        intent_head: bool = True,
+        intent_loss_weight: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        predictions_file: str = "predictions.txt",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocabulary = Vocabulary(vocabulary)
+        self.slot_tags = list(slot_tags)
+        self.intents = list(intents)
+        self.config = TaggerConfig(
+            vocab_size=len(self.vocabulary),
+            num_tags=len(self.slot_tags),
+            num_intents=len(self.intents),
+            cell=cell,
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            forget_bias=forget_bias,
+            intent_head=intent_head,
+        )
+        self.model = build_tagger(self.config)
+        self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
+        self.intent_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
+        self.sentence_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
+        self._test_rows: list[tuple[tuple[str, ...], tuple[str, ...], list[str]]] = []
+
+    def forward(self, token_ids: torch.Tensor, mask: torch.Tensor):
+        return self.model(token_ids, mask)
+
+    def decode(self, batch: dict, output) -> tuple[list[list[str]], list[str]]:
+        """Argmax tag strings per real word, and the intent string per sentence."""
+        tag_ids = output.tag_logits.argmax(dim=-1).tolist()
+        lengths = batch["mask"].sum(dim=1).tolist()
+        tags = [[self.slot_tags[i] for i in row[:n]] for row, n in zip(tag_ids, lengths)]
+        if output.intent_logits is None:
+            return tags, [""] * len(tags)
+        return tags, [self.intents[i] for i in output.intent_logits.argmax(dim=-1).tolist()]
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        output = self.model(batch["token_ids"], batch["mask"])
+        batch_size = batch["token_ids"].size(0)
+        loss = slot_loss(output.tag_logits, batch["tag_ids"])
+        if output.intent_logits is not None:
+            loss = loss + self.hparams.intent_loss_weight * intent_loss(output.intent_logits, batch["intent_ids"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=on_step, on_step=on_step, on_epoch=True)
+        if stage in self.span_f1:
+            predicted_tags, predicted_intents = self.decode(batch, output)
+            examples = batch["examples"]
+            gold_tags = [list(ex.tags) for ex in examples]
+            self.span_f1[stage].update(predicted_tags, gold_tags)
+            intent_right = torch.tensor([p == ex.intent for p, ex in zip(predicted_intents, examples)])
+            tags_right = torch.tensor([p == g for p, g in zip(predicted_tags, gold_tags)])
+            if self.config.intent_head:
+                self.intent_accuracy[stage].update(intent_right)
+                tags_right &= intent_right
+            self.sentence_accuracy[stage].update(tags_right)
+            if stage == "test":
+                self._test_rows.extend((ex.words, ex.tags, p) for ex, p in zip(examples, predicted_tags))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        spans = self.span_f1[stage].compute()
+        values = {f"{stage}/slot_{name}": value for name, value in spans.items()}
+        values[f"{stage}/sentence_accuracy"] = self.sentence_accuracy[stage].compute()
+        if self.config.intent_head:
+            values[f"{stage}/intent_accuracy"] = self.intent_accuracy[stage].compute()
+        self.log_dict({k: v.float() for k, v in values.items()})
+        self.log(f"{stage}/slot_f1", values[f"{stage}/slot_f1"].float(), prog_bar=stage == "val")
+        for metrics in (self.span_f1, self.intent_accuracy, self.sentence_accuracy):
+            metrics[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+        path = Path(self.hparams.predictions_file)
+        if not path.is_absolute():
+            path = Path(self.trainer.log_dir or ".") / path
+        write_conlleval_file(path, self._test_rows)
+        if self.trainer.is_global_zero:
+            print(f"conlleval input written to {path}")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
+        output = self.model(batch["token_ids"], batch["mask"])
+        tags, intents = self.decode(batch, output)
+        records = []
+        for example, sentence_tags, intent in zip(batch["examples"], tags, intents):
+            words = list(example.words)
+            slots = [
+                {"slot": s.label, "value": " ".join(words[s.start : s.end]), "token_start": s.start, "token_end": s.end}
+                for s in bio_to_spans(sentence_tags)
+            ]
+            record = {"words": words, "tags": sentence_tags, "slots": slots}
+            if self.config.intent_head:
+                record["intent"] = intent
+            records.append(record)
+        return records
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning clips after this hook, so this is the norm before clipping.
+        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        checkpoint[BUNDLE_KEY] = make_bundle(self.model, self.vocabulary, self.slot_tags, self.intents, metrics)
+
+
+def write_conlleval_file(path: Path, rows: list[tuple]) -> None:
+    """conlleval input: `word gold predicted` per line, a blank line between sentences."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for words, gold, predicted in rows:
+            for word, gold_tag, predicted_tag in zip(words, gold, predicted):
+                handle.write(f"{word} {gold_tag} {predicted_tag}\n")
+            handle.write("\n")
