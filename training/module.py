@@ -122,8 +122,8 @@ class SlotTaggerModule(pl.LightningModule):
         values[f"{stage}/sentence_accuracy"] = self.sentence_accuracy[stage].compute()
         if self.config.intent_head:
             values[f"{stage}/intent_accuracy"] = self.intent_accuracy[stage].compute()
-        self.log_dict({k: v.float() for k, v in values.items()})
-        self.log(f"{stage}/slot_f1", values[f"{stage}/slot_f1"].float(), prog_bar=stage == "val")
+        for key, value in values.items():
+            self.log(key, value.float(), prog_bar=stage == "val" and key.endswith("slot_f1"))
         for metrics in (self.span_f1, self.intent_accuracy, self.sentence_accuracy):
             metrics[stage].reset()
 
