@@ -1,0 +1,1 @@
+"""FastAPI service that serves a slotfill checkpoint (never imports Lightning)."""
