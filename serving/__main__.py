@@ -1,0 +1,76 @@
+"""`python -m serving` / `slotfill-serve`: run the service under uvicorn (settings from SLOTFILL_*)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from serving.settings import Settings
+
+# Command-line flags override the environment; they are written back into it so that every uvicorn
+# worker process (which builds its app from the environment) sees the same settings.
+_FLAGS = {
+    "checkpoint": "SLOTFILL_CHECKPOINT",
+    "host": "SLOTFILL_HOST",
+    "port": "SLOTFILL_PORT",
+    "workers": "SLOTFILL_WORKERS",
+    "torch_threads": "SLOTFILL_TORCH_THREADS",
+    "log_level": "SLOTFILL_LOG_LEVEL",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="slotfill-serve", description="Serve a slotfill checkpoint over HTTP. Every flag has a SLOTFILL_* twin."
+    )
+    parser.add_argument("--checkpoint", help="checkpoint file (.ckpt or bundle); env SLOTFILL_CHECKPOINT")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--torch-threads", type=int, help="torch threads per worker (default 1)")
+    parser.add_argument("--log-level", help="uvicorn log level (default info)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    for name, variable in _FLAGS.items():
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[variable] = str(value)
+    settings = Settings()
+    if settings.checkpoint is None:
+        sys.exit("slotfill-serve: no checkpoint; pass --checkpoint PATH or set SLOTFILL_CHECKPOINT")
+    if not settings.checkpoint.is_file():
+        sys.exit(f"slotfill-serve: {settings.checkpoint}: no such checkpoint file")
+
+    made_metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics to files here; /metrics in any worker adds them all up.
+        made_metrics_dir = tempfile.mkdtemp(prefix="slotfill-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
+
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            "serving.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            http=settings.http,
+            loop=settings.loop,
+            log_level=settings.log_level,
+        )
+    finally:
+        if made_metrics_dir is not None:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

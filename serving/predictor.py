@@ -1,0 +1,381 @@
+"""Text -> tagged words, slots and intent: tokenisation with character offsets, and a single inference
+thread that gathers concurrent requests into one forward pass (dynamic micro-batching).
+
+No FastAPI here: the HTTP layer, the terminal tool and the tests all drive the same `Predictor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import queue
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import LoadedTagger, load_bundle
+from models.spans import bio_to_spans
+
+log = logging.getLogger("serving.predictor")
+
+# Characters that always end a word: whitespace (any Unicode space), control characters, and
+# punctuation that never sits inside an ATIS word.
+_WORD_RUN = re.compile(r"[^\s\x00-\x1f\x7f-\x9f,;!?\"()\[\]{}<>«»“”„‟¿¡…]+")
+_ASCII_EDGE = "".join(chr(c) for c in range(128) if unicodedata.category(chr(c)).startswith("P"))
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "ʼ": "'"})
+
+# Words that keep their final `.`: the abbreviations the ATIS data writes as one word (`st.`) and a
+# few more of the same kind. A word missing from the checkpoint's vocabulary still maps to `<unk>`.
+ABBREVIATIONS = frozenset({"st.", "mt.", "ft.", "dr.", "mr.", "mrs.", "ms.", "jr.", "sr.", "a.m.", "p.m.", "u.s."})
+
+
+class InputError(ValueError):
+    """Input the model cannot tag (no words, too many words, a bad token); the message says why."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of the input: its characters `text[start:end]` and the key looked up in the vocabulary."""
+
+    text: str
+    start: int
+    end: int
+    key: str
+
+
+def _is_edge(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category[0] == "P" or category == "Cf"
+
+
+def lookup_key(word: str) -> str:
+    """The form of a word looked up in the vocabulary (which then lower-cases it and maps digits to 0):
+    NFKC-normalised (full-width letters, ligatures) with typographic apostrophes made plain."""
+    if not word.isascii():
+        word = unicodedata.normalize("NFKC", word).translate(_APOSTROPHES)
+    return word
+
+
+def tokenize(text: str) -> list[Word]:
+    """Split raw text into words with end-exclusive character offsets into `text` (see docs/serving.md)."""
+    words: list[Word] = []
+    for match in _WORD_RUN.finditer(text):
+        run = match.group()
+        if run.isascii():
+            core = run.strip(_ASCII_EDGE)
+            if not core:
+                continue
+            left = run.find(core)
+            right = left + len(core)
+        else:
+            left, right = 0, len(run)
+            while left < right and _is_edge(run[left]):
+                left += 1
+            while right > left and _is_edge(run[right - 1]):
+                right -= 1
+            if left == right:
+                continue
+        if right < len(run) and run[right] == "." and run[left : right + 1].lower() in ABBREVIATIONS:
+            right += 1
+        start = match.start() + left
+        word = run[left:right]
+        words.append(Word(word, start, start + len(word), lookup_key(word)))
+    return words
+
+
+def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
+    """Pre-split tokens -> (the tokens joined by single spaces, their words). Tokens are taken as they
+    are (no punctuation stripping); only the vocabulary key is normalised."""
+    words: list[Word] = []
+    position = 0
+    for index, token in enumerate(tokens):
+        if not token or token.isspace():
+            raise InputError(f"tokens[{index}] is empty; every token must hold at least one visible character")
+        if any(char.isspace() for char in token):
+            raise InputError(f"tokens[{index}] contains whitespace; send one word per token")
+        words.append(Word(token, position, position + len(token), lookup_key(token)))
+        position += len(token) + 1
+    return " ".join(tokens), words
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A sentence ready for the model: the text the offsets point into, and its words."""
+
+    text: str
+    words: list[Word]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded checkpoint with the name and version reported in every answer."""
+
+    tagger: LoadedTagger
+    name: str
+    version: str
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+    def describe(self) -> dict[str, Any]:
+        config = self.tagger.config
+        return {
+            "name": self.name,
+            "version": self.version,
+            "cell": config.cell,
+            "bidirectional": config.bidirectional,
+            "num_layers": config.num_layers,
+            "embedding_dim": config.embedding_dim,
+            "hidden_size": config.hidden_size,
+            "vocabulary_size": len(self.tagger.vocabulary),
+            "slot_tags": list(self.tagger.slot_tags),
+            "intents": list(self.tagger.intents),
+            "training_metrics": dict(self.tagger.metrics),
+            "checkpoint": Path(self.tagger.path).name,
+            "checkpoint_sha256": self.tagger.sha256,
+            "created_at": self.tagger.created_at,
+        }
+
+
+@dataclass
+class _Job:
+    items: list[Prepared]
+    future: asyncio.Future[list[dict[str, Any]]] | concurrent.futures.Future[list[dict[str, Any]]]
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_STOP = object()
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in pairs:
+        if future.done():  # the client went away and the request was cancelled
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+class Predictor:
+    """Owns the served model and the inference thread.
+
+    Requests put jobs on a queue; the thread takes every job waiting (up to `max_batch_sentences`
+    sentences, after waiting at most `batch_wait_s` for more), runs them as one padded forward pass
+    and hands each job its results. The model is read once per batch, so `load` swaps it atomically:
+    a batch already running finishes on the old model, the next one runs on the new.
+    """
+
+    def __init__(
+        self,
+        *,
+        torch_threads: int = 1,
+        max_batch_sentences: int = 256,
+        batch_wait_s: float = 0.0,
+        intent_top_k: int = 3,
+        model_name: str | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.torch_threads = torch_threads
+        self.max_batch_sentences = max_batch_sentences
+        self.batch_wait_s = batch_wait_s
+        self.intent_top_k = intent_top_k
+        self.model_name = model_name
+        self.on_batch = on_batch
+        self._current: ServedModel | None = None
+        self._load_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    # -- model ---------------------------------------------------------------------------------------
+    @property
+    def current(self) -> ServedModel | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None and self._thread is not None and self._thread.is_alive()
+
+    def load(self, path: str | Path) -> ServedModel:
+        """Load, warm up and then swap in the checkpoint at `path`. Raises `CheckpointError` and leaves
+        the current model serving when the file is missing or broken."""
+        with self._load_lock:
+            tagger = load_bundle(path)
+            config = tagger.config
+            name = self.model_name or f"slotfill-{'bi' if config.bidirectional else ''}{config.cell}"
+            served = ServedModel(tagger=tagger, name=name, version=tagger.sha256[:12])
+            self._warm_up(served)
+            self._current = served  # one reference assignment: the swap is atomic
+            log.info("serving %s version %s from %s", served.name, served.version, path)
+            return served
+
+    def _warm_up(self, served: ServedModel) -> None:
+        # The first forward passes allocate and pick kernels; do them before taking traffic.
+        for batch, length in ((1, 4), (8, 12)):
+            prepared = [Prepared("x", [Word("x", 0, 1, "x")] * length)] * batch
+            self._run(served, prepared)
+
+    # -- inference thread ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        torch.set_num_threads(self.torch_threads)
+        self._thread = threading.Thread(target=self._serve, name="slotfill-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def submit(
+        self,
+        items: list[Prepared],
+        future: asyncio.Future[list[dict[str, Any]]] | concurrent.futures.Future[list[dict[str, Any]]],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Queue `items` (one forward pass, possibly shared with other jobs); `future` gets one result
+        dict per item. Pass `loop` when `future` is an asyncio future."""
+        if self._current is None:
+            raise RuntimeError("no model loaded")
+        self._queue.put(_Job(items, future, loop))
+
+    def predict(self, items: list[Prepared], timeout: float | None = 60.0) -> list[dict[str, Any]]:
+        """Blocking convenience for callers outside an event loop (the terminal tool, tests)."""
+        future: concurrent.futures.Future[list[dict[str, Any]]] = concurrent.futures.Future()
+        self.submit(items, future)
+        return future.result(timeout)
+
+    def _serve(self) -> None:
+        torch.set_num_threads(self.torch_threads)
+        carry: Any = None
+        while True:
+            job = carry if carry is not None else self._queue.get()
+            carry = None
+            if job is _STOP:
+                return
+            jobs = [job]
+            count = len(job.items)
+            deadline = time.monotonic() + self.batch_wait_s
+            while count < self.max_batch_sentences:
+                try:
+                    remaining = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP or count + len(nxt.items) > self.max_batch_sentences:
+                    carry = nxt
+                    break
+                jobs.append(nxt)
+                count += len(nxt.items)
+            self._run_jobs(jobs)
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        served = self._current
+        items = [item for job in jobs for item in job.items]
+        error: BaseException | None = None
+        results: list[dict[str, Any]] = []
+        try:
+            if served is None:
+                raise RuntimeError("no model loaded")
+            started = time.perf_counter()
+            results = self._run(served, items)
+            if self.on_batch is not None:
+                self.on_batch(len(items), time.perf_counter() - started)
+        except Exception as caught:  # handed to every waiting request, which answers with an error
+            log.exception("inference failed for a batch of %d sentences", len(items))
+            error = caught
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+        offset = 0
+        for job in jobs:
+            part = None if error else results[offset : offset + len(job.items)]
+            offset += len(job.items)
+            if job.loop is None:
+                if error is None:
+                    job.future.set_result(part)
+                else:
+                    job.future.set_exception(error)
+            else:
+                by_loop.setdefault(job.loop, []).append((job.future, part, error))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, pairs)
+            except RuntimeError:  # that event loop is closed: nobody is waiting any more
+                pass
+
+    # -- one forward pass ----------------------------------------------------------------------------
+    def _run(self, served: ServedModel, items: list[Prepared]) -> list[dict[str, Any]]:
+        """Tag `items` in one padded forward pass. Word confidence is the softmax probability of the
+        chosen tag; a slot's confidence is the product of its words' (see docs/serving.md)."""
+        tagger = served.tagger
+        encoded = [tagger.vocabulary.encode([w.key for w in item.words]) for item in items]
+        longest = max(len(ids) for ids in encoded)
+        token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)  # (B, T)
+        lengths = torch.tensor([len(ids) for ids in encoded])
+        mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        with torch.inference_mode():
+            output = tagger.model(token_ids, mask)
+            tag_confidence, tag_index = output.tag_logits.softmax(dim=-1).max(dim=-1)  # (B, T)
+            if output.intent_logits is not None:
+                k = min(self.intent_top_k, output.intent_logits.size(-1))
+                intent_confidence, intent_index = output.intent_logits.softmax(dim=-1).topk(k, dim=-1)  # (B, k)
+                intent_rows = list(zip(intent_index.tolist(), intent_confidence.tolist(), strict=True))
+            else:
+                intent_rows = [([], [])] * len(items)
+        tag_names = tagger.slot_tags
+        intent_names = tagger.intents
+        info = served.info
+        results = []
+        for item, ids, indices, confidences, (intent_ids, intent_probs) in zip(
+            items, encoded, tag_index.tolist(), tag_confidence.tolist(), intent_rows, strict=True
+        ):
+            text = item.text
+            words = item.words
+            n = len(ids)
+            tags = [tag_names[i] for i in indices[:n]]
+            confidences = confidences[:n]
+            slots = []
+            for span in bio_to_spans(tags):
+                first, last = words[span.start], words[span.end - 1]
+                slots.append(
+                    {
+                        "slot": span.label,
+                        "value": text[first.start : last.end],
+                        "start": first.start,
+                        "end": last.end,
+                        "token_start": span.start,
+                        "token_end": span.end,
+                        "confidence": round(math.prod(confidences[span.start : span.end]), 4),
+                    }
+                )
+            ranking = [
+                {"name": intent_names[i], "confidence": round(p, 4)}
+                for i, p in zip(intent_ids, intent_probs, strict=True)
+            ]
+            results.append(
+                {
+                    "text": text,
+                    "words": [
+                        {"text": w.text, "start": w.start, "end": w.end, "tag": tag, "confidence": round(c, 4)}
+                        for w, tag, c in zip(words, tags, confidences, strict=True)
+                    ],
+                    "slots": slots,
+                    "intent": ranking[0] if ranking else None,
+                    "intent_ranking": ranking,
+                    "model": info,
+                }
+            )
+        return results
