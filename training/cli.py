@@ -35,6 +35,17 @@ class SlotfillCLI(LightningCLI):
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
 
 
+def run_cli(args: list[str]) -> SlotfillCLI:
+    """Run one CLI command and return the CLI object (its `trainer` holds the metrics)."""
+    return SlotfillCLI(
+        SlotTaggerModule,
+        SlotDataModule,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["download"]:
@@ -42,13 +53,7 @@ def main(args: list[str] | None = None) -> None:
 
         sys.exit(download_main(argv[1:]))
     try:
-        SlotfillCLI(
-            SlotTaggerModule,
-            SlotDataModule,
-            seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
-            args=argv,
-        )
+        run_cli(argv)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

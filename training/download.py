@@ -91,10 +91,15 @@ def download(dataset: str, dest: str | Path = "data", base_url: str = DEFAULT_BA
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slotfill-download", description=__doc__)
-    parser.add_argument("datasets", nargs="*", default=["atis"], choices=[*DATASETS, []], help="default: atis")
+    # no argparse `choices`: Python 3.11 checks a `nargs="*"` positional's whole default list against them
+    parser.add_argument("datasets", nargs="*", metavar="{" + ",".join(DATASETS) + "}", help="default: atis")
     parser.add_argument("--dest", default="data", help="folder to write into (default: data)")
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="where the files live")
     args = parser.parse_args(argv)
+    for dataset in args.datasets:
+        if dataset not in DATASETS:
+            parser.error(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    args.datasets = args.datasets or ["atis"]
     try:
         for dataset in args.datasets:
             paths = download(dataset, args.dest, args.base_url)

@@ -1,0 +1,189 @@
+"""Bounded load test of the serving app on 127.0.0.1: req/s and p50/p99 latency of POST /v1/tag and of
+the constant GET /livez of the same server, at each concurrency, plus sentences/s via /v1/tag/batch.
+
+The server runs as a subprocess (`python -m serving`); this process is the client: one keep-alive
+HTTP/1.1 connection per concurrent user, written on raw asyncio streams so that the client costs
+far less CPU than the server. Every phase runs for a fixed time.
+
+    python scripts/bench_serving.py --checkpoint /tmp/serve_bench_ckpt/best.ckpt --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # never anything else
+FALLBACK = [
+    "show me flights from boston to denver on monday",
+    "what is the fare from new york city to st. louis",
+    "i'd like a morning flight from dallas to san francisco",
+    "which airlines fly from pittsburgh to atlanta tomorrow evening",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def load_sentences(limit: int = 500) -> list[str]:
+    path = REPO / "data" / "atis" / "test" / "seq.in"
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()][:limit]
+    return FALLBACK
+
+
+def request_bytes(method: str, path: str, payload: object | None) -> bytes:
+    body = b"" if payload is None else json.dumps(payload).encode()
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+    if payload is not None:
+        head += "Content-Type: application/json\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float, latencies: list[float]) -> int:
+    """Send requests back to back on one connection until `stop_at`; returns the count of non-200s."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    failures = 0
+    index = offset
+    try:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            writer.write(requests[index % len(requests)])
+            index += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if head[9:12] != b"200":
+                failures += 1
+    finally:
+        writer.close()
+    return failures
+
+
+async def phase(port: int, requests: list[bytes], concurrency: int, duration: float, warmup: float) -> dict:
+    if warmup > 0:
+        await asyncio.gather(
+            *(one_user(port, requests, i, time.perf_counter() + warmup, []) for i in range(concurrency))
+        )
+    latencies: list[float] = []
+    started = time.perf_counter()
+    failures = await asyncio.gather(
+        *(one_user(port, requests, i * 7, started + duration, latencies) for i in range(concurrency))
+    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "requests": len(latencies),
+        "failures": sum(failures),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": quantiles[49] * 1000,
+        "p99_ms": quantiles[98] * 1000,
+    }
+
+
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit("server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=os.environ.get("SLOTFILL_CHECKPOINT"), required=False)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each phase")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated concurrent connections")
+    parser.add_argument("--batch-items", type=int, default=32, help="sentences per /v1/tag/batch request")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    parser.add_argument("--batch-wait-ms", type=float, default=None, help="SLOTFILL_BATCH_WAIT_MS for the server")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if not args.checkpoint:
+        parser.error("pass --checkpoint or set SLOTFILL_CHECKPOINT")
+
+    port = free_port()
+    env = {**os.environ, "SLOTFILL_HTTP": args.http, "SLOTFILL_LOOP": args.loop, "SLOTFILL_LOG_LEVEL": "warning"}
+    if args.batch_wait_ms is not None:
+        env["SLOTFILL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    command = [sys.executable, "-m", "serving", "--checkpoint", args.checkpoint, "--host", HOST, "--port", str(port)]
+    server = subprocess.Popen(command, env=env, cwd=REPO)
+    try:
+        wait_ready(port, server)
+        sentences = load_sentences()
+        tag_requests = [request_bytes("POST", "/v1/tag", {"text": s}) for s in sentences]
+        constant = [request_bytes("GET", "/livez", None)]
+        n = args.batch_items
+        batch_requests = [
+            request_bytes("POST", "/v1/tag/batch", {"items": [{"text": s} for s in (sentences * 2)[i : i + n]]})
+            for i in range(0, len(sentences), n)
+        ]
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            run = asyncio.run
+        rows = []
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            for name, requests in (("GET /livez (constant)", constant), ("POST /v1/tag", tag_requests)):
+                result = run(phase(port, requests, concurrency, args.duration, args.warmup))
+                rows.append({"endpoint": name, "concurrency": concurrency, **result})
+                print(
+                    f"{name:<24} c={concurrency:<3} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+                    f"p99 {result['p99_ms']:6.2f} ms  ({result['requests']} requests, {result['failures']} failures)",
+                    flush=True,
+                )
+        batch = run(phase(port, batch_requests, 4, args.duration, args.warmup))
+        batch["sentences_per_s"] = batch["rps"] * n
+        rows.append({"endpoint": f"POST /v1/tag/batch ({n} sentences)", "concurrency": 4, **batch})
+        print(
+            f"POST /v1/tag/batch x{n}    c=4   {batch['sentences_per_s']:8.0f} sentences/s  "
+            f"p50 {batch['p50_ms']:6.2f} ms  p99 {batch['p99_ms']:6.2f} ms",
+            flush=True,
+        )
+        for concurrency in sorted({row["concurrency"] for row in rows[:-1]}):
+            by = {row["endpoint"]: row for row in rows if row["concurrency"] == concurrency}
+            ratio = by["POST /v1/tag"]["rps"] / by["GET /livez (constant)"]["rps"]
+            print(f"c={concurrency}: /v1/tag serves {ratio:.0%} of the constant endpoint's req/s")
+        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        print(f"machine: {machine}; http={args.http} loop={args.loop}")
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()

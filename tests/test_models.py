@@ -1,0 +1,158 @@
+"""The pure-torch tagger: padding invariance, LSTM forget bias, the loss, checkpoint round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_bundle, make_bundle, save_bundle
+from models.loss import IGNORE_INDEX, slot_loss
+from models.tagger import CELLS, TaggerConfig, build_tagger, reversal_index
+from models.vocab import Vocabulary
+
+
+def make_config(**overrides) -> TaggerConfig:
+    values = dict(vocab_size=30, num_tags=7, num_intents=4, embedding_dim=8, hidden_size=6, dropout=0.0)
+    values.update(overrides)
+    return TaggerConfig(**values)
+
+
+def padded_batch(sentences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, sentences))
+    token_ids = torch.zeros(len(sentences), width, dtype=torch.long)
+    mask = torch.zeros(len(sentences), width, dtype=torch.bool)
+    for row, ids in enumerate(sentences):
+        token_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = True
+    return token_ids, mask
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_padding_never_changes_real_outputs(cell: str, bidirectional: bool, num_layers: int) -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(cell=cell, bidirectional=bidirectional, num_layers=num_layers)).eval()
+    short = [5, 6, 7]
+    alone = model(*padded_batch([short]))
+    token_ids, mask = padded_batch([[3, 4, 5, 6, 7, 8, 9, 10], short, [11, 12, 13, 14, 15]])
+    batched = model(token_ids, mask)
+    torch.testing.assert_close(batched.tag_logits[1, :3], alone.tag_logits[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batched.intent_logits[1], alone.intent_logits[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bidirectional_matches_packed_lstm() -> None:
+    """The reversed-input backward direction computes what torch's packed BiLSTM computes."""
+    torch.manual_seed(0)
+    config = make_config(cell="lstm", forget_bias=None)
+    model = build_tagger(config).eval()
+    reference = torch.nn.LSTM(config.embedding_dim, config.hidden_size, batch_first=True, bidirectional=True)
+    forward, backward = model.encoder.forward_layers[0], model.encoder.backward_layers[0]
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(reference, name).copy_(getattr(forward, name))
+            getattr(reference, name + "_reverse").copy_(getattr(backward, name))
+    token_ids, mask = padded_batch([[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]])
+    lengths = mask.sum(1)
+    embedded = model.embedding(token_ids)
+    ours = model.encoder(embedded, lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+    theirs, _ = torch.nn.utils.rnn.pad_packed_sequence(reference(packed)[0], batch_first=True)
+    torch.testing.assert_close(ours[mask], theirs[mask], rtol=1e-5, atol=1e-6)
+
+
+def test_reversal_index_reverses_real_steps_only() -> None:
+    index = reversal_index(torch.tensor([3, 1]), 4)
+    assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3]]
+
+
+def test_forget_bias_sums_to_the_requested_value() -> None:
+    model = build_tagger(make_config(cell="lstm", forget_bias=5.0, num_layers=2))
+    hidden = model.config.hidden_size
+    for lstm in [*model.encoder.forward_layers, *model.encoder.backward_layers]:
+        total = lstm.bias_ih_l0 + lstm.bias_hh_l0
+        assert torch.allclose(total[hidden : 2 * hidden], torch.full((hidden,), 5.0))
+
+
+def test_unknown_cell_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="valid cells: elman, gru, lstm"):
+        make_config(cell="transformer")
+
+
+def test_slot_loss_sums_words_and_averages_sentences() -> None:
+    logits = torch.randn(2, 3, 5)
+    tags = torch.tensor([[1, 2, IGNORE_INDEX], [0, 4, 3]])
+    per_word = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), tags.reshape(-1), reduction="none")
+    expected = (per_word[0] + per_word[1] + per_word[3] + per_word[4] + per_word[5]) / 2
+    torch.testing.assert_close(slot_loss(logits, tags), expected)
+
+
+def test_vocabulary_normalises_and_maps_unknowns() -> None:
+    vocabulary = Vocabulary.build([["Boston", "to", "denver", "1000"], ["boston"]], min_freq=1)
+    assert vocabulary.encode(["BOSTON", "2500", "paris"]) == [
+        vocabulary.index["boston"],
+        vocabulary.index["0000"],
+        Vocabulary.unk_id,
+    ]
+    assert Vocabulary(vocabulary.to_list()).tokens == vocabulary.tokens
+    assert "denver" not in Vocabulary.build([["boston", "denver"], ["boston"]], min_freq=2)
+
+
+def test_bundle_round_trip_gives_identical_logits(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(cell="gru")).eval()
+    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
+    tags = ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"]
+    path = tmp_path / "model.pt"
+    save_bundle(make_bundle(model, vocabulary, tags, ["i0", "i1", "i2", "i3"], {"val/slot_f1": 0.5}), path)
+    raw = torch.load(path, weights_only=True)  # plain data only
+    assert raw["vocabulary"] == vocabulary.to_list() and raw["slot_tags"] == tags
+    loaded = load_bundle(path)
+    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
+    before, after = model(token_ids, mask), loaded.model(token_ids, mask)
+    assert torch.equal(before.tag_logits, after.tag_logits)
+    assert torch.equal(before.intent_logits, after.intent_logits)
+    assert loaded.metrics == {"val/slot_f1": 0.5} and len(loaded.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such checkpoint file"),
+        (b"not a checkpoint", "not a readable checkpoint"),
+        ({"format_version": 1}, "missing key"),
+    ],
+)
+def test_broken_checkpoints_name_the_file_and_problem(tmp_path, content, message) -> None:
+    path = tmp_path / "broken.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_bundle(path)
+    assert str(path) in str(error.value)
+
+
+def test_newer_format_version_is_refused(tmp_path) -> None:
+    model = build_tagger(make_config())
+    bundle = make_bundle(model, Vocabulary(["<pad>", "<unk>", *map(str, range(28))]), list("OABCDEF"), list("wxyz"))
+    bundle["format_version"] = 99
+    save_bundle(bundle, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_bundle(tmp_path / "future.pt")
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(cell="lstm", hidden_size=16))
+    token_ids, mask = padded_batch([[3, 4, 5, 6], [7, 8, 9], [10, 11]])
+    tags = torch.tensor([[0, 1, 2, 0], [3, 4, 0, IGNORE_INDEX], [5, 6, IGNORE_INDEX, IGNORE_INDEX]])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = slot_loss(model(token_ids, mask).tag_logits, tags)
+        loss.backward()
+        optimizer.step()
+    predicted = model.eval()(token_ids, mask).tag_logits.argmax(-1)
+    assert torch.equal(predicted[mask], tags[mask])

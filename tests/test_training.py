@@ -1,0 +1,130 @@
+"""The Lightning side end to end: configs parse, a real CLI fit on an ATIS subset, test, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from seqeval.metrics import f1_score
+
+from models.checkpoint import load_bundle
+from training.cli import main, run_cli
+from training.module import SlotTaggerModule
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses_and_clips(config: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["gradient_clip_val"] > 0
+    assert printed["trainer"]["gradient_clip_algorithm"] in ("value", "norm")
+    assert printed["checkpoint"]["monitor"] == "val/slot_f1"
+
+
+def read_conlleval(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    gold, predicted, sentence_gold, sentence_predicted = [], [], [], []
+    for line in path.read_text().split("\n"):
+        if not line:
+            if sentence_gold:
+                gold.append(sentence_gold)
+                predicted.append(sentence_predicted)
+            sentence_gold, sentence_predicted = [], []
+            continue
+        word, gold_tag, predicted_tag = line.split(" ")
+        sentence_gold.append(gold_tag)
+        sentence_predicted.append(predicted_tag)
+    return gold, predicted
+
+
+@pytest.fixture(scope="module")
+def atis_run(tmp_path_factory, shared_atis) -> dict:
+    """Two epochs of the shipped ATIS config on a 600-sentence subset, through the CLI."""
+    root = tmp_path_factory.mktemp("atis_run")
+    common = [
+        "--config",
+        str(REPO / "configs" / "atis-lstm.yaml"),
+        f"--data.data_dir={shared_atis}",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+        f"--checkpoint.dirpath={root / 'checkpoints'}",
+    ]
+    fit = run_cli(["fit", *common, "--data.train_limit=600", "--trainer.max_epochs=2", "--data.batch_size=16"])
+    best = root / "checkpoints" / "best.ckpt"
+    test = run_cli(["test", *common, "--data.train_limit=600", f"--ckpt_path={best}"])
+    return {"root": root, "fit": fit, "test": test, "best": best, "common": common}
+
+
+def test_fit_writes_best_and_last_with_a_bundle(atis_run) -> None:
+    root = atis_run["root"]
+    assert (root / "checkpoints" / "best.ckpt").is_file() and (root / "checkpoints" / "last.ckpt").is_file()
+    loaded = load_bundle(atis_run["best"])
+    module = atis_run["fit"].model
+    assert loaded.vocabulary.tokens == module.vocabulary.tokens
+    assert loaded.slot_tags == module.slot_tags and loaded.intents == module.intents
+    assert 0.0 < loaded.metrics["val/slot_f1"] <= 1.0
+
+
+def test_bundle_matches_the_lightning_checkpoint(atis_run) -> None:
+    module = SlotTaggerModule.load_from_checkpoint(atis_run["best"], weights_only=True).eval()
+    loaded = load_bundle(atis_run["best"])
+    token_ids = torch.tensor([[5, 9, 3, 2, 0], [7, 8, 9, 10, 11]])
+    mask = token_ids != 0
+    assert torch.equal(module(token_ids, mask).tag_logits, loaded.model(token_ids, mask).tag_logits)
+
+
+def test_grad_norm_is_logged_every_step_before_clipping(atis_run) -> None:
+    metrics = Path(atis_run["fit"].trainer.logger.log_dir) / "metrics.csv"
+    rows = [row for row in csv.DictReader(metrics.open()) if row.get("train/grad_norm")]
+    steps = atis_run["fit"].trainer.global_step
+    assert len(rows) == steps  # logged every step (log_every_n_steps is 1 in the configs)
+    # The configs clip the norm at 5; a norm above it can only have been read before clipping.
+    assert max(float(row["train/grad_norm"]) for row in rows) > 5.0
+
+
+def test_test_scores_equal_seqeval_on_predictions_file(atis_run) -> None:
+    trainer = atis_run["test"].trainer
+    predictions = Path(trainer.log_dir) / "predictions.txt"
+    gold, predicted = read_conlleval(predictions)
+    assert len(gold) == 893
+    reported = float(trainer.callback_metrics["test/slot_f1"])
+    assert reported > 0.5
+    assert reported == pytest.approx(f1_score(gold, predicted), abs=1e-6)
+    assert 0.0 < float(trainer.callback_metrics["test/intent_accuracy"]) <= 1.0
+    assert float(trainer.callback_metrics["test/sentence_accuracy"]) <= float(
+        trainer.callback_metrics["test/intent_accuracy"]
+    )
+
+
+def test_predict_writes_json_lines(atis_run, tmp_path) -> None:
+    utterances = tmp_path / "utterances.txt"
+    utterances.write_text("show me flights from boston to denver\n\nwhat is the fare to dallas\n")
+    output = tmp_path / "out.jsonl"
+    run_cli(
+        [
+            "predict",
+            *atis_run["common"],
+            "--data.train_limit=600",
+            f"--data.predict_file={utterances}",
+            f"--prediction_writer.output_file={output}",
+            f"--ckpt_path={atis_run['best']}",
+        ]
+    )
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["words"] for r in records] == [
+        "show me flights from boston to denver".split(),
+        "what is the fare to dallas".split(),
+    ]
+    for record in records:
+        assert len(record["tags"]) == len(record["words"])
+        assert record["intent"].startswith("atis_")
+        for slot in record["slots"]:
+            assert slot["value"] == " ".join(record["words"][slot["token_start"] : slot["token_end"]])
