@@ -28,9 +28,13 @@ class SlotfillCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/slot_f1", "early_stopping.mode": "max", "early_stopping.patience": 8})
+        parser.set_defaults(
+            {"early_stopping.monitor": "val/slot_f1", "early_stopping.mode": "max", "early_stopping.patience": 8}
+        )
         parser.add_lightning_class_args(JsonLinesWriter, "prediction_writer")
-        parser.link_arguments("data.vocabulary", "model.vocabulary", compute_fn=Vocabulary.to_list, apply_on="instantiate")
+        parser.link_arguments(
+            "data.vocabulary", "model.vocabulary", compute_fn=Vocabulary.to_list, apply_on="instantiate"
+        )
         parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,13 @@ class SlotTaggerModule(pl.LightningModule):
                 record["intent"] = intent
             records.append(record)
         return records
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # Wall time of the training part of the epoch (validation excluded), for speed comparisons.
+        self.log("train/epoch_seconds", time.perf_counter() - self._epoch_started)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning clips after this hook, so this is the norm before clipping.

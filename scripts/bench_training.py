@@ -1,0 +1,136 @@
+"""Benchmark the shipped training configs: train each for several seeds, test the best checkpoint,
+and write median/range of test scores and wall times into docs/benchmarks.md.
+
+    python scripts/bench_training.py                       # ATIS LSTM + GRU x 3 seeds, SNIPS LSTM once
+    python scripts/bench_training.py --runs atis-lstm:1    # one config, one seed
+
+Each run's F1 is also recomputed with seqeval from the `predictions.txt` that `test` writes, and
+the two must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from seqeval.metrics import f1_score
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- training-bench:start -->", "<!-- training-bench:end -->"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def seqeval_f1(predictions: Path) -> float:
+    gold, predicted, g, p = [], [], [], []
+    for line in predictions.read_text().split("\n"):
+        if line:
+            _, gold_tag, predicted_tag = line.split(" ")
+            g.append(gold_tag)
+            p.append(predicted_tag)
+        elif g:
+            gold.append(g)
+            predicted.append(p)
+            g, p = [], []
+    return f1_score(gold, predicted)
+
+
+def run_one(config: str, seed: int, out_dir: Path) -> dict:
+    name = f"{config}-s{seed}"
+    common = [
+        sys.executable, "-m", "training", "", "--config", f"configs/{config}.yaml",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={out_dir}", f"--trainer.logger.init_args.name={name}",
+        f"--checkpoint.dirpath={out_dir / name / 'checkpoints'}", f"--seed_everything={seed}",
+    ]  # fmt: skip
+    fit, test = list(common), list(common)
+    fit[3], test[3] = "fit", "test"
+    started = time.perf_counter()
+    subprocess.run([*fit, "--trainer.logger.init_args.version=fit"], cwd=REPO, check=True, capture_output=True)
+    fit_seconds = time.perf_counter() - started
+    best = out_dir / name / "checkpoints" / "best.ckpt"
+    subprocess.run([*test, "--trainer.logger.init_args.version=test", f"--ckpt_path={best}"], cwd=REPO, check=True,
+                   capture_output=True)  # fmt: skip
+    fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
+    val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
+    epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
+    test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
+    result = {
+        "config": config,
+        "seed": seed,
+        "test_slot_f1": 100 * float(test_row["test/slot_f1"]),
+        "test_intent_accuracy": 100 * float(test_row["test/intent_accuracy"]),
+        "test_sentence_accuracy": 100 * float(test_row["test/sentence_accuracy"]),
+        "seqeval_slot_f1": 100 * seqeval_f1(out_dir / name / "test" / "predictions.txt"),
+        "best_epoch": max(val)[1],
+        "epochs": len(val),
+        "train_epoch_seconds": statistics.median(epoch_seconds),
+        "fit_wall_seconds": fit_seconds,
+    }
+    if abs(result["seqeval_slot_f1"] - result["test_slot_f1"]) > 1e-4:
+        raise SystemExit(f"{name}: reported F1 {result['test_slot_f1']} != seqeval {result['seqeval_slot_f1']}")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| config | seeds | test slot F1 | intent acc % | sentence acc % | s / train epoch | fit wall s | best epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for config in dict.fromkeys(r["config"] for r in results):
+        runs = [r for r in results if r["config"] == config]
+        lines.append(
+            f"| {config} | {len(runs)} | {spread([r['test_slot_f1'] for r in runs])} "
+            f"| {spread([r['test_intent_accuracy'] for r in runs])} "
+            f"| {spread([r['test_sentence_accuracy'] for r in runs])} "
+            f"| {spread([r['train_epoch_seconds'] for r in runs], 1)} "
+            f"| {spread([r['fit_wall_seconds'] for r in runs], 0)} "
+            f"| {', '.join(str(r['best_epoch']) for r in runs)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=["atis-lstm:3", "atis-gru:3", "snips-lstm:1"],
+                        help="config:seeds pairs (config = a file in configs/ without .yaml)")  # fmt: skip
+    parser.add_argument("--out-dir", default="runs/bench", help="where runs write logs and checkpoints")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    results = []
+    for spec in args.runs:
+        config, _, seeds = spec.partition(":")
+        for seed in range(1, int(seeds or 1) + 1):
+            results.append(run_one(config, seed, REPO / args.out_dir))
+    body = (
+        f"{table(results)}\n\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}; "
+        f"run {time.strftime('%Y-%m-%d')} with `python scripts/bench_training.py {' '.join(sys.argv[1:])}`.\n"
+        "Per-run figures:\n\n```\n" + "\n".join(json.dumps(r) for r in results) + "\n```"
+    )
+    print(body)
+    if not args.no_doc and DOC.is_file():
+        text = DOC.read_text()
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+        DOC.write_text(pattern.sub(lambda _: f"{START}\n{body}\n{END}", text))
+
+
+if __name__ == "__main__":
+    main()
