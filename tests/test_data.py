@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,9 @@ def test_multi_intent_label_stays_one_class(corpus: Path):
 
 
 def test_non_ascii_utf8_is_read(corpus: Path):
-    replace_line(corpus / "train" / "seq.in", 1, " ".join(["zürich"] * len(lines_of(corpus / "train" / "seq.out")[0].split())))
+    replace_line(
+        corpus / "train" / "seq.in", 1, " ".join(["zürich"] * len(lines_of(corpus / "train" / "seq.out")[0].split()))
+    )
     assert read_split(corpus, "train")[0].words[0] == "zürich"
 
 
@@ -254,7 +257,9 @@ def test_read_utterances_skips_blank_lines_and_checks_utf8(tmp_path: Path):
 
 
 def test_vocabulary_comes_from_training_split_only(corpus: Path):
-    replace_line(corpus / "valid" / "seq.in", 1, " ".join(["zanzibar"] * len(lines_of(corpus / "valid" / "seq.out")[0].split())))
+    replace_line(
+        corpus / "valid" / "seq.in", 1, " ".join(["zanzibar"] * len(lines_of(corpus / "valid" / "seq.out")[0].split()))
+    )
     module = SlotDataModule(str(corpus))
     assert module.vocabulary.tokens[:2] == [PAD, UNK]
     assert Vocabulary.pad_id == 0 and Vocabulary.unk_id == 1
@@ -384,7 +389,10 @@ def test_predict_dataloader(corpus: Path, tmp_path: Path):
     utterances.write_text("Show me flights to Boston\n\nfrom 2000 zanzibar\n", encoding="utf-8")
     module = SlotDataModule(str(corpus), predict_file=str(utterances))
     batch = next(iter(module.predict_dataloader()))
-    assert [ex.words for ex in batch["examples"]] == [("Show", "me", "flights", "to", "Boston"), ("from", "2000", "zanzibar")]
+    assert [ex.words for ex in batch["examples"]] == [
+        ("Show", "me", "flights", "to", "Boston"),
+        ("from", "2000", "zanzibar"),
+    ]
     assert batch["mask"].sum(dim=1).tolist() == [5, 3]
     with pytest.raises(ValueError, match="predict_file"):
         SlotDataModule(str(corpus)).predict_dataloader()
@@ -396,7 +404,8 @@ def test_predict_dataloader(corpus: Path, tmp_path: Path):
 def run_cli_expecting_data_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     from training.cli import main
 
-    with pytest.raises(SystemExit) as caught:
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as caught:
+        patch.setattr(sys, "argv", ["slotfill-train"])  # pytest's own arguments would make LightningCLI warn
         main(args)
     assert caught.value.code == 2
     err = capsys.readouterr().err

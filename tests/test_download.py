@@ -76,20 +76,25 @@ def test_pinned_sums_equal_shared_sha256sums(shared_root: Path):
     assert {name.split("/")[0] for name in pinned} == set(DATASETS)
 
 
-def test_shared_files_match_their_pinned_sums(shared_root: Path):
-    for name in ATIS_FILES:
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_shared_files_match_their_pinned_sums(shared_root: Path, dataset: str):
+    names = [name for name in SHA256 if name.startswith(f"{dataset}/")]
+    assert len(names) == 9
+    for name in names:
         assert sha256_of(shared_root / name) == SHA256[name], name
 
 
-def test_download_atis(server: Server, tmp_path: Path, shared_root: Path):
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_download(server: Server, tmp_path: Path, shared_root: Path, dataset: str):
     dest = tmp_path / "data"
-    paths = download("atis", dest, server.url)
-    assert sorted(paths) == sorted(dest / name for name in ATIS_FILES)
+    names = sorted(name for name in SHA256 if name.startswith(f"{dataset}/"))
+    paths = download(dataset, dest, server.url)
+    assert sorted(paths) == sorted(dest / name for name in names)
     assert len(paths) == 9
     assert files_under(dest) == sorted(paths)  # nothing else, no temp files
-    for name in ATIS_FILES:
+    for name in names:
         assert (dest / name).read_bytes() == (shared_root / name).read_bytes(), name
-    assert sorted(server.requests) == sorted(f"/{name}" for name in ATIS_FILES)
+    assert sorted(server.requests) == sorted(f"/{name}" for name in names)
 
 
 def test_trailing_slash_in_base_url(server: Server, tmp_path: Path):

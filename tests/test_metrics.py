@@ -17,6 +17,7 @@ from models.spans import Span, bio_to_spans, count_span_matches, is_valid_tag, s
 from training.metrics import Accuracy, SpanF1
 
 Sentences = list[list[str]]
+Pair = tuple[Sentences, Sentences]  # (predicted, gold)
 
 
 def seqeval_scores(predicted: Sentences, gold: Sentences) -> dict[str, float]:
@@ -179,8 +180,10 @@ def test_two_updates_equal_one(pair: tuple[Sentences, Sentences], cut: int):
     halves.update(predicted[cut:], gold[cut:])
     for name in ("correct", "predicted", "gold"):
         assert int(getattr(whole, name)) == int(getattr(halves, name))
-    expected = [sum(counts) for counts in zip(*(count_span_matches(p, g) for p, g in zip(predicted, gold)))]
-    assert [int(whole.correct), int(whole.predicted), int(whole.gold)] == (expected or [0, 0, 0])
+    expected = [0, 0, 0]
+    for p, g in zip(predicted, gold, strict=True):
+        expected = [total + count for total, count in zip(expected, count_span_matches(p, g), strict=True)]
+    assert [int(whole.correct), int(whole.predicted), int(whole.gold)] == expected
     for name, value in whole.compute().items():
         assert float(value) == float(halves.compute()[name])
 
@@ -229,13 +232,16 @@ def test_states_are_sum_reduced_counters():
 
 @settings(max_examples=50, deadline=None)
 @given(paired_sentences(), paired_sentences())
-def test_merged_states_equal_one_metric_over_all_data(first: tuple[Sentences, Sentences], second: tuple[Sentences, Sentences]):
+def test_merged_states_equal_one_metric_over_all_data(first: Pair, second: Pair):
     """What DDP's sync does: two ranks' counters, summed, give the figures of all the data."""
     rank0, rank1, everything = SpanF1(), SpanF1(), SpanF1()
     rank0.update(*first)
     rank1.update(*second)
     everything.update(first[0] + second[0], first[1] + second[1])
-    summed = {name: rank0._reductions[name](torch.stack([getattr(rank0, name), getattr(rank1, name)])) for name in ("correct", "predicted", "gold")}
+    summed = {
+        name: rank0._reductions[name](torch.stack([getattr(rank0, name), getattr(rank1, name)]))
+        for name in ("correct", "predicted", "gold")
+    }
     for name, value in summed.items():
         assert int(value) == int(getattr(everything, name))
     rank0.merge_state(rank1)

@@ -56,15 +56,21 @@ def read_split(data_dir: str | Path, split: str) -> list[Example]:
     words_path, tags_path, label_path = (split_dir / name for name in FILES)
     word_lines, tag_lines, label_lines = (_read_lines(p) for p in (words_path, tags_path, label_path))
     counts = {words_path: len(word_lines), tags_path: len(tag_lines), label_path: len(label_lines)}
+    for path, lines in zip(counts, (word_lines, tag_lines, label_lines), strict=True):
+        # before comparing counts, so that a stray blank line is reported where it is
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                raise DataError(f"{path}:{number}: empty line")
     if len(set(counts.values())) != 1:
         detail = ", ".join(f"{p.name}: {n}" for p, n in counts.items())
-        raise DataError(f"{split_dir}: the three files have different line counts ({detail})")
+        shortest, longest = min(counts.values()), max(counts, key=counts.get)
+        raise DataError(
+            f"{longest}:{shortest + 1}: the three files have different line counts ({detail}); "
+            f"this line has no counterpart in the shorter file(s)"
+        )
     examples = []
     for number, (word_line, tag_line, label_line) in enumerate(zip(word_lines, tag_lines, label_lines), start=1):
         words, tags, intent = word_line.split(), tag_line.split(), label_line.strip()
-        for path, value in ((words_path, words), (tags_path, tags), (label_path, intent)):
-            if not value:
-                raise DataError(f"{path}:{number}: empty line")
         if len(words) != len(tags):
             raise DataError(f"{tags_path}:{number}: {len(tags)} tags for {len(words)} words")
         for position, tag in enumerate(tags, start=1):
@@ -95,7 +101,9 @@ class EncodedExample:
     example: Example
 
 
-def encode(example: Example, vocabulary: Vocabulary, tag_index: dict[str, int], intent_index: dict[str, int]) -> EncodedExample:
+def encode(
+    example: Example, vocabulary: Vocabulary, tag_index: dict[str, int], intent_index: dict[str, int]
+) -> EncodedExample:
     """Ids for one example; tags and intents unseen in training get `IGNORE_INDEX` (no loss;
     metrics still compare the gold strings, so they count as errors)."""
     return EncodedExample(

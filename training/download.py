@@ -65,7 +65,9 @@ def fetch_file(url: str, destination: Path, expected_sha256: str, timeout: float
                 digest.update(block)
                 out.write(block)
         if digest.hexdigest() != expected_sha256:
-            raise DownloadError(f"{url}: SHA-256 {digest.hexdigest()} does not match the pinned {expected_sha256}; refused")
+            raise DownloadError(
+                f"{url}: SHA-256 {digest.hexdigest()} does not match the pinned {expected_sha256}; refused"
+            )
         os.replace(tmp_path, destination)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         raise DownloadError(f"{url}: download failed ({error})") from None
