@@ -173,7 +173,9 @@ def main() -> None:
             by = {row["endpoint"]: row for row in rows if row["concurrency"] == concurrency}
             ratio = by["POST /v1/tag"]["rps"] / by["GET /livez (constant)"]["rps"]
             print(f"c={concurrency}: /v1/tag serves {ratio:.0%} of the constant endpoint's req/s")
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        machine = (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        )
         print(f"machine: {machine}; http={args.http} loop={args.loop}")
         if args.json:
             args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))

@@ -1,0 +1,195 @@
+"""Tokenisation with offsets, vocabulary mapping and the batching predictor, without HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.checkpoint import CheckpointError
+from models.spans import bio_to_spans
+from serving.predictor import InputError, Predictor, Prepared, tokenize, words_from_tokens
+
+
+def words_of(text: str) -> list[str]:
+    return [word.text for word in tokenize(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Show me flights from Boston?", ["Show", "me", "flights", "from", "Boston"]),
+        ("  boston   to\tdenver \n", ["boston", "to", "denver"]),
+        ("flights to boston, denver!", ["flights", "to", "boston", "denver"]),
+        ("a flight to boston.", ["a", "flight", "to", "boston"]),
+        ("boston.then denver", ["boston.then", "denver"]),
+        ("i'd like what's cheapest", ["i'd", "like", "what's", "cheapest"]),
+        ("to St. Louis at 7 o'clock.", ["to", "St.", "Louis", "at", "7", "o'clock"]),
+        ("ends on main st.", ["ends", "on", "main", "st."]),
+        ("(boston) \"denver\" 'dallas'", ["boston", "denver", "dallas"]),
+        ("boston,denver;dallas", ["boston", "denver", "dallas"]),
+        ("¿qué? ¡sí!", ["qué", "sí"]),
+        ("boston\x00denver\x07 dallas", ["boston", "denver", "dallas"]),
+        ("I’d fly at 10:30 a.m.", ["I’d", "fly", "at", "10:30", "a.m."]),
+        ("... ?! ,", []),
+        ("", []),
+    ],
+)
+def test_tokenize_words(text: str, expected: list[str]) -> None:
+    assert words_of(text) == expected
+
+
+def test_offsets_point_into_the_original_text() -> None:
+    text = "  Show me   flights from NEW  York City, to St. Louis?!"
+    words = tokenize(text)
+    assert [text[w.start : w.end] for w in words] == [w.text for w in words]
+    assert words[4].text == "NEW" and words[4].start == text.index("NEW")
+    assert words[-1].text == "Louis" and words[-1].end == text.index("?!")
+
+
+def test_lookup_key_normalises_unicode_forms() -> None:
+    # typographic apostrophe and full-width letters map to the forms the training data uses
+    assert tokenize("I’d")[0].key == "I'd"
+    assert tokenize("ＢＯＳＴＯＮ")[0].key == "BOSTON"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_tokenize_invariants_on_any_unicode(text: str) -> None:
+    words = tokenize(text)
+    previous_end = 0
+    for word in words:
+        assert text[word.start : word.end] == word.text
+        assert word.text and word.start >= previous_end
+        assert not any(char.isspace() for char in word.text)
+        previous_end = word.end
+
+
+def test_words_from_tokens_offsets_and_errors() -> None:
+    text, words = words_from_tokens(["from", "new", "york"])
+    assert text == "from new york"
+    assert [(w.start, w.end) for w in words] == [(0, 4), (5, 8), (9, 13)]
+    with pytest.raises(InputError, match=r"tokens\[1\] is empty"):
+        words_from_tokens(["a", " "])
+    with pytest.raises(InputError, match="whitespace"):
+        words_from_tokens(["new york"])
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint: Path):
+    predictor = Predictor(intent_top_k=2)
+    predictor.load(tiny_checkpoint)
+    predictor.start()
+    yield predictor
+    predictor.stop()
+
+
+def prepared(text: str) -> Prepared:
+    return Prepared(text, tokenize(text))
+
+
+def test_batched_results_equal_single_results(predictor: Predictor) -> None:
+    texts = ["show me flights from boston to denver", "what is the fare from new york to dallas on monday", "to x"]
+    together = predictor.predict([prepared(t) for t in texts])
+    for text, batched in zip(texts, together, strict=True):
+        (alone,) = predictor.predict([prepared(text)])
+        assert [w["tag"] for w in alone["words"]] == [w["tag"] for w in batched["words"]]
+        for a, b in zip(alone["words"], batched["words"], strict=True):
+            assert a["confidence"] == pytest.approx(b["confidence"], abs=2e-4)
+        assert alone["intent"]["name"] == batched["intent"]["name"]
+
+
+def test_result_shape_spans_and_confidences(predictor: Predictor) -> None:
+    text = "Show me flights from New  York to Boston on Monday?"
+    (result,) = predictor.predict([prepared(text)])
+    assert [w["text"] for w in result["words"]] == [
+        *("Show", "me", "flights", "from", "New", "York", "to", "Boston", "on", "Monday")
+    ]
+    assert len(result["intent_ranking"]) == 2
+    assert result["intent"] == result["intent_ranking"][0]
+    assert result["intent_ranking"][0]["confidence"] >= result["intent_ranking"][1]["confidence"]
+    tags = [w["tag"] for w in result["words"]]
+    assert [(s["slot"], s["token_start"], s["token_end"]) for s in result["slots"]] == [
+        (span.label, span.start, span.end) for span in bio_to_spans(tags)
+    ]
+    for slot in result["slots"]:
+        assert text[slot["start"] : slot["end"]] == slot["value"]
+        words = result["words"][slot["token_start"] : slot["token_end"]]
+        assert slot["start"] == words[0]["start"] and slot["end"] == words[-1]["end"]
+        assert slot["confidence"] == pytest.approx(math.prod(w["confidence"] for w in words), abs=1e-3)
+
+
+def test_multi_word_values_are_grouped_with_original_spacing(all_city_checkpoint: Path) -> None:
+    predictor = Predictor()
+    predictor.load(all_city_checkpoint)
+    predictor.start()
+    try:
+        text = "  New   York City?"
+        (result,) = predictor.predict([prepared(text)])
+    finally:
+        predictor.stop()
+    assert [w["tag"] for w in result["words"]] == ["I-fromloc.city_name"] * 3
+    (slot,) = result["slots"]
+    assert slot == {
+        "slot": "fromloc.city_name",
+        "value": "New   York City",
+        "start": 2,
+        "end": 17,
+        "token_start": 0,
+        "token_end": 3,
+        "confidence": pytest.approx(1.0),
+    }
+
+
+def test_unknown_words_map_to_unk_and_still_get_a_tag(predictor: Predictor) -> None:
+    vocabulary = predictor.current.tagger.vocabulary
+    text = "zzyzx flights from quuxville"
+    assert vocabulary.encode(["zzyzx", "quuxville"]) == [vocabulary.unk_id] * 2
+    (result,) = predictor.predict([prepared(text)])
+    assert len(result["words"]) == 4
+    assert all(w["tag"] in predictor.current.tagger.slot_tags for w in result["words"])
+
+
+def test_in_flight_batch_finishes_on_the_old_model(tiny_checkpoint: Path, all_o_checkpoint: Path) -> None:
+    predictor = Predictor()
+    old = predictor.load(tiny_checkpoint)
+    entered, release = threading.Event(), threading.Event()
+    forward = old.tagger.model.forward
+
+    def slow_forward(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return forward(*args, **kwargs)
+
+    old.tagger.model.forward = slow_forward
+    predictor.start()
+    try:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        predictor.submit([prepared("flights from boston to denver")], future)
+        assert entered.wait(10)
+        new = predictor.load(all_o_checkpoint)  # swaps while the old model is mid-forward
+        release.set()
+        assert future.result(10)[0]["model"]["version"] == old.version
+        (after,) = predictor.predict([prepared("flights from boston to denver")])
+        assert after["model"]["version"] == new.version != old.version
+        assert {w["tag"] for w in after["words"]} == {"O"}
+    finally:
+        release.set()
+        predictor.stop()
+
+
+def test_broken_checkpoint_keeps_the_old_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    predictor = Predictor()
+    old = predictor.load(tiny_checkpoint)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.ckpt"):
+        predictor.load(broken)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        predictor.load(tmp_path / "missing.ckpt")
+    assert predictor.current is old
