@@ -1,0 +1,165 @@
+"""The service as it runs for real: no Lightning import, uvicorn on a free 127.0.0.1 port called with
+httpx, SIGHUP reload, several workers sharing Prometheus metrics, and the terminal tool."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving import tag_cli
+from tests.serving.conftest import free_port
+from tests.serving.test_serving_api import metric_value
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serving_never_imports_lightning(tiny_checkpoint: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from serving.app import create_app
+        from serving.settings import Settings
+        with TestClient(create_app(Settings(checkpoint={str(tiny_checkpoint)!r}))) as client:
+            assert client.post("/v1/tag", json={{"text": "flights from boston"}}).status_code == 200
+        leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "training"))
+        print("LEAKED", leaked)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LEAKED []" in result.stdout
+
+
+@contextmanager
+def running_server(checkpoint: Path, **env: str) -> Iterator[str]:
+    port = free_port()
+    environment = {**os.environ, "SLOTFILL_LOG_LEVEL": "warning", **env}
+    command = [sys.executable, "-m", "serving", "--checkpoint", str(checkpoint), "--port", str(port)]
+    server = subprocess.Popen(command, cwd=REPO, env=environment)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"server exited with {server.returncode}"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_real_uvicorn_serves_and_reloads_on_sighup(
+    tiny_checkpoint: Path, all_o_checkpoint: Path, tmp_path: Path
+) -> None:
+    served = tmp_path / "served.ckpt"
+    shutil.copyfile(tiny_checkpoint, served)
+    port = free_port()
+    environment = {**os.environ, "SLOTFILL_LOG_LEVEL": "warning", "SLOTFILL_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--checkpoint", str(served)], cwd=REPO, env=environment)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, f"server exited with {server.returncode}"
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server never became ready"
+                time.sleep(0.2)
+            text = "Flights from Boston to Denver?"
+            body = client.post("/v1/tag", json={"text": text}).json()
+            assert [w["text"] for w in body["words"]] == ["Flights", "from", "Boston", "to", "Denver"]
+            batch = client.post("/v1/tag/batch", json={"items": [{"text": "a b"}, {"text": "c"}]}).json()
+            assert [len(r["words"]) for r in batch["results"]] == [2, 1]
+            assert client.post("/v1/tag", json={"text": " "}).status_code == 422
+            assert metric_value(client.get("/metrics").text, "slotfill_http_requests_total", route="/v1/tag") >= 2
+            old = client.get("/v1/model").json()["checkpoint_sha256"]
+
+            staged = tmp_path / "staged.ckpt"
+            shutil.copyfile(all_o_checkpoint, staged)
+            os.replace(staged, served)
+            server.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while client.get("/v1/model").json()["checkpoint_sha256"] == old:
+                assert time.monotonic() < deadline, "SIGHUP did not reload the checkpoint"
+                time.sleep(0.1)
+            assert {w["tag"] for w in client.post("/v1/tag", json={"text": text}).json()["words"]} == {"O"}
+
+            served.write_bytes(b"broken")  # a broken file on SIGHUP: still serving, still alive
+            server.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            assert server.poll() is None
+            assert client.post("/v1/tag", json={"text": text}).status_code == 200
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_two_workers_share_prometheus_metrics(tiny_checkpoint: Path) -> None:
+    with running_server(tiny_checkpoint, SLOTFILL_WORKERS="2") as base:
+        requests = 30
+        # a fresh connection per request, so both workers take some of them
+        for _ in range(requests):
+            assert httpx.post(f"{base}/v1/tag", json={"text": "boston to denver"}, timeout=10).status_code == 200
+        counted = [
+            metric_value(
+                httpx.get(f"{base}/metrics", timeout=10).text,
+                "slotfill_http_requests_total",
+                route="/v1/tag",
+                status="200",
+            )
+            for _ in range(4)
+        ]
+        # whichever worker answers /metrics, it reports every worker's requests
+        assert counted == [requests] * 4
+
+
+def test_entry_point_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--checkpoint", str(tmp_path / "nope.ckpt")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "nope.ckpt" in result.stderr
+
+
+def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tag_cli.main(["--checkpoint", str(all_city_checkpoint), "From New York City?"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["From", "I-fromloc.city_name"]
+    assert "'From New York City'" in out and "[0:18]" in out
+    tag_cli.main(["--checkpoint", str(all_city_checkpoint), "--json", "boston"])
+    assert json.loads(capsys.readouterr().out)["slots"][0]["value"] == "boston"
