@@ -85,8 +85,13 @@ def test_batch_keeps_input_order_in_one_forward_pass(client: TestClient) -> None
         single = client.post("/v1/tag", json=item).json()
         assert [w["tag"] for w in single["words"]] == [w["tag"] for w in result["words"]]
     # one forward pass of 3 sentences, not three of one
-    assert metric_value(after, "slotfill_batch_sentences_count") - metric_value(before, "slotfill_batch_sentences_count") == 1
-    assert metric_value(after, "slotfill_batch_sentences_sum") - metric_value(before, "slotfill_batch_sentences_sum") == 3
+    assert (
+        metric_value(after, "slotfill_batch_sentences_count") - metric_value(before, "slotfill_batch_sentences_count")
+        == 1
+    )
+    assert (
+        metric_value(after, "slotfill_batch_sentences_sum") - metric_value(before, "slotfill_batch_sentences_sum") == 3
+    )
 
 
 def test_health_model_docs_and_metrics(client: TestClient) -> None:
