@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from models.cells import SCRN, ClockworkRNN, irnn
 from models.vocab import Vocabulary
 
 
@@ -27,11 +28,20 @@ def _gru(input_size: int, hidden_size: int) -> nn.Module:
 # One unidirectional, single-layer recurrent module per entry: (input_size, hidden_size) -> module
 # mapping (B, T, input_size) to ((B, T, hidden_size), state). Layers and directions are stacked by
 # `RecurrentEncoder`, so every cell gets bidirectionality and depth the same way.
+# Standard cells use torch's fused modules; Clockwork RNN and SCRN are hand-written (models/cells.py).
 CELLS: dict[str, Callable[[int, int], nn.Module]] = {
     "elman": _elman,
+    "irnn": irnn,
     "lstm": _lstm,
     "gru": _gru,
+    "clockwork": ClockworkRNN,
+    "scrn": SCRN,
 }
+
+
+def _output_size(layer: nn.Module) -> int:
+    """Width of a layer's outputs: `output_size` for hand-written cells, else torch's hidden size."""
+    return getattr(layer, "output_size", None) or layer.hidden_size
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,9 @@ class TaggerConfig:
     # Cummins (2000) / Jozefowicz et al. (2015): a positive bias starts the gate open.
     forget_bias: float | None = 1.0
     intent_head: bool = True
+    # Training only: each real word is replaced by `<unk>` with this probability, so the `<unk>`
+    # embedding is trained and unseen words at test time get a useful representation.
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -60,8 +73,9 @@ class TaggerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.intent_head and self.num_intents < 1:
             raise ValueError("num_intents must be >= 1 when the intent head is on")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,15 +135,15 @@ class RecurrentEncoder(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         make_cell = CELLS[config.cell]
-        directions = 2 if config.bidirectional else 1
-        self.output_size = config.hidden_size * directions
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
-        for layer in range(config.num_layers):
-            input_size = config.embedding_dim if layer == 0 else self.output_size
+        input_size = config.embedding_dim
+        for _ in range(config.num_layers):
             self.forward_layers.append(make_cell(input_size, config.hidden_size))
             if config.bidirectional:
                 self.backward_layers.append(make_cell(input_size, config.hidden_size))
+            input_size = sum(_output_size(cell[-1]) for cell in (self.forward_layers, self.backward_layers) if cell)
+        self.output_size = input_size
         self.between_layers = nn.Dropout(config.dropout)
         if config.cell == "lstm" and config.forget_bias is not None:
             for module in [*self.forward_layers, *self.backward_layers]:
@@ -167,6 +181,9 @@ class RecurrentTagger(nn.Module):
     def forward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> TaggerOutput:
         """(B, T) token ids and (B, T) bool mask of real words (right-padded) -> logits."""
         lengths = mask.sum(dim=1)
+        if self.training and self.config.word_dropout > 0:
+            dropped = torch.rand(token_ids.shape, device=token_ids.device) < self.config.word_dropout
+            token_ids = token_ids.masked_fill(dropped & mask, Vocabulary.unk_id)
         embedded = self.dropout(self.embedding(token_ids))  # (B, T, E)
         states = self.dropout(self.encoder(embedded, lengths))  # (B, T, H')
         tag_logits = self.tag_head(states)

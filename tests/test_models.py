@@ -75,7 +75,7 @@ def test_forget_bias_sums_to_the_requested_value() -> None:
 
 
 def test_unknown_cell_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="valid cells: elman, gru, lstm"):
+    with pytest.raises(ValueError, match="valid cells: clockwork, elman, gru, irnn, lstm, scrn"):
         make_config(cell="transformer")
 
 

@@ -26,6 +26,7 @@ class SlotTaggerModule(pl.LightningModule):
         embedding_dim, hidden_size, num_layers, bidirectional, dropout: the encoder's shape.
         forget_bias: LSTM forget-gate bias at init (None: torch's default).
         intent_head: predict the intent too.
+        word_dropout: probability of replacing a training word by `<unk>`.
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         lr, weight_decay: Adam's.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
@@ -44,6 +45,7 @@ class SlotTaggerModule(pl.LightningModule):
         dropout: float = 0.3,
         forget_bias: float | None = 1.0,
         intent_head: bool = True,
+        word_dropout: float = 0.0,
         intent_loss_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -66,6 +68,7 @@ class SlotTaggerModule(pl.LightningModule):
             dropout=dropout,
             forget_bias=forget_bias,
             intent_head=intent_head,
+            word_dropout=word_dropout,
         )
         self.model = build_tagger(self.config)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
