@@ -100,6 +100,18 @@ async def phase(port: int, requests: list[bytes], concurrency: int, duration: fl
     }
 
 
+def batch_counters(port: int) -> tuple[float, float]:
+    """(forward passes, sentences) so far, from the server's /metrics."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    values = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for key in values:
+            if line.startswith(f"slotfill_batch_sentences_{key} "):
+                values[key] = float(line.split()[1])
+    return values["count"], values["sum"]
+
+
 def wait_ready(port: int, server: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -154,11 +166,17 @@ def main() -> None:
         rows = []
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for name, requests in (("GET /livez (constant)", constant), ("POST /v1/tag", tag_requests)):
+                passes, sentences = batch_counters(port)
                 result = run(phase(port, requests, concurrency, args.duration, args.warmup))
+                passes_after, sentences_after = batch_counters(port)
+                if passes_after > passes:
+                    result["sentences_per_forward"] = (sentences_after - sentences) / (passes_after - passes)
                 rows.append({"endpoint": name, "concurrency": concurrency, **result})
+                per_pass = f", {result['sentences_per_forward']:.1f} sentences/forward" if passes_after > passes else ""
                 print(
                     f"{name:<24} c={concurrency:<3} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
-                    f"p99 {result['p99_ms']:6.2f} ms  ({result['requests']} requests, {result['failures']} failures)",
+                    f"p99 {result['p99_ms']:6.2f} ms  ({result['requests']} requests, {result['failures']} failures"
+                    f"{per_pass})",
                     flush=True,
                 )
         batch = run(phase(port, batch_requests, 4, args.duration, args.warmup))

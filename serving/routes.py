@@ -9,6 +9,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
@@ -51,8 +52,11 @@ class ApiError(Exception):
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    # ensure_ascii keeps any Unicode the client sent (lone surrogates included) encodable.
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    try:
+        body = orjson.dumps(payload)  # several times faster than json.dumps on tag results
+    except orjson.JSONEncodeError:
+        # text holding lone surrogates is not UTF-8; ASCII-escaped JSON still carries it
+        body = json.dumps(payload, separators=(",", ":")).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
