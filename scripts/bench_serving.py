@@ -100,16 +100,17 @@ async def phase(port: int, requests: list[bytes], concurrency: int, duration: fl
     }
 
 
-def batch_counters(port: int) -> tuple[float, float]:
-    """(forward passes, sentences) so far, from the server's /metrics."""
+def batch_counters(port: int) -> tuple[float, float, float]:
+    """(forward passes, sentences, seconds in forward passes) so far, from the server's /metrics."""
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
-    values = {"count": 0.0, "sum": 0.0}
+    values = {"slotfill_batch_sentences_count": 0.0, "slotfill_batch_sentences_sum": 0.0}
+    values["slotfill_inference_seconds_sum"] = 0.0
     for line in text.splitlines():
-        for key in values:
-            if line.startswith(f"slotfill_batch_sentences_{key} "):
-                values[key] = float(line.split()[1])
-    return values["count"], values["sum"]
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
+    return tuple(values.values())
 
 
 def wait_ready(port: int, server: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -166,13 +167,19 @@ def main() -> None:
         rows = []
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for name, requests in (("GET /livez (constant)", constant), ("POST /v1/tag", tag_requests)):
-                passes, sentences = batch_counters(port)
+                passes, sentences, busy = batch_counters(port)
                 result = run(phase(port, requests, concurrency, args.duration, args.warmup))
-                passes_after, sentences_after = batch_counters(port)
+                passes_after, sentences_after, busy_after = batch_counters(port)
+                per_pass = ""
                 if passes_after > passes:
                     result["sentences_per_forward"] = (sentences_after - sentences) / (passes_after - passes)
+                    # includes the warm-up, so the share is approximate
+                    result["inference_busy"] = (busy_after - busy) / (args.duration + args.warmup)
+                    per_pass = (
+                        f", {result['sentences_per_forward']:.1f} sentences/forward,"
+                        f" inference thread busy {result['inference_busy']:.0%}"
+                    )
                 rows.append({"endpoint": name, "concurrency": concurrency, **result})
-                per_pass = f", {result['sentences_per_forward']:.1f} sentences/forward" if passes_after > passes else ""
                 print(
                     f"{name:<24} c={concurrency:<3} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
                     f"p99 {result['p99_ms']:6.2f} ms  ({result['requests']} requests, {result['failures']} failures"
