@@ -4,32 +4,13 @@ differs from it (every word tagged `O`) for reload tests."""
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
-
-from models.checkpoint import read_bundle, save_bundle
-from serving.app import create_app
-from serving.settings import Settings
-
-ADMIN_KEY = "test-admin-key"
-
-
-def biased_checkpoint(source: Path, tag: str, path: Path) -> Path:
-    """A copy of `source` whose slot head is biased so hard towards `tag` that every word gets it:
-    a model with a known answer, whatever the tiny training run learnt."""
-    bundle = read_bundle(source)
-    state = dict(bundle["state_dict"])
-    bias = state["tag_head.bias"].clone()
-    bias[bundle["slot_tags"].index(tag)] = 1000.0
-    state["tag_head.bias"] = bias
-    bundle["state_dict"] = state
-    save_bundle(bundle, path)
-    return path
+from serving_helpers import biased_checkpoint, make_client
 
 
 @pytest.fixture(scope="session")
@@ -52,21 +33,10 @@ def served_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> Path:
     return path
 
 
-def make_client(checkpoint: Path, **overrides: object) -> TestClient:
-    settings = Settings(checkpoint=checkpoint, admin_api_key=ADMIN_KEY, **overrides)
-    return TestClient(create_app(settings), raise_server_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def client(tiny_checkpoint: Path) -> Iterator[TestClient]:
     with make_client(tiny_checkpoint) as test_client:
         yield test_client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session", autouse=True)

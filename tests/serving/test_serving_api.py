@@ -10,21 +10,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from serving_helpers import ADMIN_KEY, make_client, metric_value
 
 from serving.app import create_app
 from serving.settings import Settings
-from tests.serving.conftest import ADMIN_KEY, make_client
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{key}="{value}"' in line for key, value in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def assert_error(response, status: int, pattern: str) -> dict:
