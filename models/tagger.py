@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -64,6 +64,11 @@ class TaggerConfig:
     # Training only: each real word is replaced by `<unk>` with this probability, so the `<unk>`
     # embedding is trained and unseen words at test time get a useful representation.
     word_dropout: float = 0.0
+    # How the intent head reads the sentence: `meanmax` — a linear layer on the masked mean and max
+    # of the encoder states; `attention` — on an attention-weighted sum of the states (Liu & Lane
+    # 2016) and their max; `token` — every word predicts the intent and the sentence's distribution is
+    # the normalised geometric mean of the words' (token-level intent detection, Qin et al. 2019).
+    intent_pooling: Literal["meanmax", "attention", "token"] = "meanmax"
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -71,6 +76,8 @@ class TaggerConfig:
         for name in ("vocab_size", "num_tags", "embedding_dim", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.intent_pooling not in ("meanmax", "attention", "token"):
+            raise ValueError(f"unknown intent_pooling {self.intent_pooling!r}; valid: meanmax, attention, token")
         if self.intent_head and self.num_intents < 1:
             raise ValueError("num_intents must be >= 1 when the intent head is on")
         for name in ("dropout", "word_dropout"):
@@ -175,8 +182,12 @@ class RecurrentTagger(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = RecurrentEncoder(config)
         self.tag_head = nn.Linear(self.encoder.output_size, config.num_tags)
-        # The intent head sees the masked mean and max of the encoder states.
-        self.intent_head = nn.Linear(2 * self.encoder.output_size, config.num_intents) if config.intent_head else None
+        states_size = self.encoder.output_size
+        self.intent_head = None
+        if config.intent_head:
+            pooled_size = states_size if config.intent_pooling == "token" else 2 * states_size
+            self.intent_head = nn.Linear(pooled_size, config.num_intents)
+        self.intent_attention = nn.Linear(states_size, 1) if config.intent_pooling == "attention" else None
 
     def forward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> TaggerOutput:
         """(B, T) token ids and (B, T) bool mask of real words (right-padded) -> logits."""
@@ -187,14 +198,24 @@ class RecurrentTagger(nn.Module):
         embedded = self.dropout(self.embedding(token_ids))  # (B, T, E)
         states = self.dropout(self.encoder(embedded, lengths))  # (B, T, H')
         tag_logits = self.tag_head(states)
-        intent_logits = None
-        if self.intent_head is not None:
-            real = mask.unsqueeze(-1)  # (B, T, 1)
-            mean = (states * real).sum(dim=1) / lengths.clamp(min=1).unsqueeze(-1)
-            maximum = states.masked_fill(~real, float("-inf")).amax(dim=1)
-            maximum = torch.where(torch.isfinite(maximum), maximum, torch.zeros_like(maximum))
-            intent_logits = self.intent_head(torch.cat([mean, maximum], dim=-1))
+        intent_logits = self.intent_logits(states, mask) if self.intent_head is not None else None
         return TaggerOutput(tag_logits, intent_logits)
+
+    def intent_logits(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H') states and (B, T) mask -> (B, num_intents) intent logits."""
+        real = mask.unsqueeze(-1)  # (B, T, 1)
+        lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        if self.config.intent_pooling == "token":
+            word_log_probs = torch.log_softmax(self.intent_head(states), dim=-1)  # (B, T, I)
+            return (word_log_probs * real).sum(dim=1) / lengths
+        maximum = states.masked_fill(~real, float("-inf")).amax(dim=1)
+        maximum = torch.where(torch.isfinite(maximum), maximum, torch.zeros_like(maximum))
+        if self.intent_attention is not None:
+            scores = self.intent_attention(torch.tanh(states)).masked_fill(~real, float("-inf"))  # (B, T, 1)
+            summary = (torch.softmax(scores, dim=1).nan_to_num(0.0) * states).sum(dim=1)
+        else:
+            summary = (states * real).sum(dim=1) / lengths
+        return self.intent_head(torch.cat([summary, maximum], dim=-1))
 
 
 def build_tagger(config: TaggerConfig) -> RecurrentTagger:

@@ -156,3 +156,23 @@ def test_overfits_one_batch() -> None:
         optimizer.step()
     predicted = model.eval()(token_ids, mask).tag_logits.argmax(-1)
     assert torch.equal(predicted[mask], tags[mask])
+
+
+@pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
+def test_intent_pooling_ignores_padding(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(intent_pooling=pooling)).eval()
+    alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
+    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_word_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(word_dropout=0.5))
+    token_ids, mask = padded_batch([[3, 4, 5, 6, 7, 8, 9, 10]])
+    model.eval()
+    assert torch.equal(model(token_ids, mask).tag_logits, model(token_ids, mask).tag_logits)
+    model.train()
+    model(token_ids, mask).tag_logits.sum().backward()
+    assert model.embedding.weight.grad[Vocabulary.unk_id].abs().sum() > 0  # <unk> words were fed

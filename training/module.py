@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -27,6 +27,7 @@ class SlotTaggerModule(pl.LightningModule):
         forget_bias: LSTM forget-gate bias at init (None: torch's default).
         intent_head: predict the intent too.
         word_dropout: probability of replacing a training word by `<unk>`.
+        intent_pooling: `meanmax`, `attention` or `token` (see `models.tagger.TaggerConfig`).
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         lr, weight_decay: Adam's.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
@@ -46,6 +47,7 @@ class SlotTaggerModule(pl.LightningModule):
         forget_bias: float | None = 1.0,
         intent_head: bool = True,
         word_dropout: float = 0.0,
+        intent_pooling: Literal["meanmax", "attention", "token"] = "meanmax",
         intent_loss_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -69,6 +71,7 @@ class SlotTaggerModule(pl.LightningModule):
             forget_bias=forget_bias,
             intent_head=intent_head,
             word_dropout=word_dropout,
+            intent_pooling=intent_pooling,
         )
         self.model = build_tagger(self.config)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
