@@ -172,7 +172,7 @@ class ServedModel:
 @dataclass
 class _Job:
     items: list[Prepared]
-    future: asyncio.Future[list[dict[str, Any]]] | concurrent.futures.Future[list[dict[str, Any]]]
+    future: asyncio.Future[list[Scores]] | concurrent.futures.Future[list[Scores]]
     loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -250,7 +250,8 @@ class Predictor:
         # The first forward passes allocate and pick kernels; do them before taking traffic.
         for batch, length in ((1, 4), (8, 12)):
             prepared = [Prepared("x", [Word("x", 0, 1, "x")] * length)] * batch
-            self._run(served, prepared)
+            for scores in self._run(served, prepared):
+                decode(scores)
 
     # -- inference thread ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,20 +271,20 @@ class Predictor:
     def submit(
         self,
         items: list[Prepared],
-        future: asyncio.Future[list[dict[str, Any]]] | concurrent.futures.Future[list[dict[str, Any]]],
+        future: asyncio.Future[list[Scores]] | concurrent.futures.Future[list[Scores]],
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """Queue `items` (one forward pass, possibly shared with other jobs); `future` gets one result
-        dict per item. Pass `loop` when `future` is an asyncio future."""
+        """Queue `items` (one forward pass, possibly shared with other jobs); `future` gets one `Scores`
+        per item, for `decode`. Pass `loop` when `future` is an asyncio future."""
         if self._current is None:
             raise RuntimeError("no model loaded")
         self._queue.put(_Job(items, future, loop))
 
     def predict(self, items: list[Prepared], timeout: float | None = 60.0) -> list[dict[str, Any]]:
         """Blocking convenience for callers outside an event loop (the terminal tool, tests)."""
-        future: concurrent.futures.Future[list[dict[str, Any]]] = concurrent.futures.Future()
+        future: concurrent.futures.Future[list[Scores]] = concurrent.futures.Future()
         self.submit(items, future)
-        return future.result(timeout)
+        return [decode(scores) for scores in future.result(timeout)]
 
     def _serve(self) -> None:
         torch.set_num_threads(self.torch_threads)
@@ -313,7 +314,7 @@ class Predictor:
         served = self._current
         items = [item for job in jobs for item in job.items]
         error: BaseException | None = None
-        results: list[dict[str, Any]] = []
+        results: list[Scores] = []
         try:
             if served is None:
                 raise RuntimeError("no model loaded")
@@ -343,17 +344,16 @@ class Predictor:
                 pass
 
     # -- one forward pass ----------------------------------------------------------------------------
-    def _run(self, served: ServedModel, items: list[Prepared]) -> list[dict[str, Any]]:
-        """Tag `items` in one padded forward pass. Word confidence is the softmax probability of the
-        chosen tag; a slot's confidence is the product of its words' (see docs/serving.md)."""
-        tagger = served.tagger
+    def _run(self, served: ServedModel, items: list[Prepared]) -> list[Scores]:
+        """Score `items` in one padded forward pass; turning scores into answers (`decode`) is left to
+        the caller's thread, which keeps the inference thread free for the next batch."""
         encoded = [served.encode(item.words) for item in items]
         longest = max(len(ids) for ids in encoded)
         token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)  # (B, T)
         lengths = torch.tensor([len(ids) for ids in encoded])
         mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
         with torch.inference_mode():
-            output = tagger.model(token_ids, mask)
+            output = served.tagger.model(token_ids, mask)
             tag_confidence, tag_index = output.tag_logits.double().softmax(dim=-1).max(dim=-1)  # (B, T)
             shown_confidence = _round4(tag_confidence)
             if output.intent_logits is not None:
@@ -364,52 +364,64 @@ class Predictor:
                 intent_rows = list(zip(intent_index.tolist(), _round4(intent_confidence).tolist(), strict=True))
             else:
                 intent_rows = [([], [])] * len(items)
-        tag_names = tagger.slot_tags
-        intent_names = tagger.intents
-        info = served.info
-        results = []
-        for item, ids, indices, confidences, shown, (intent_ids, intent_probs) in zip(
-            items,
-            encoded,
-            tag_index.tolist(),
-            tag_confidence.tolist(),
-            shown_confidence.tolist(),
-            intent_rows,
-            strict=True,
-        ):
-            text = item.text
-            words = item.words
-            n = len(ids)
-            tags = [tag_names[i] for i in indices[:n]]
-            confidences = confidences[:n]
-            slots = []
-            for span in bio_to_spans(tags):
-                first, last = words[span.start], words[span.end - 1]
-                slots.append(
-                    {
-                        "slot": span.label,
-                        "value": text[first.start : last.end],
-                        "start": first.start,
-                        "end": last.end,
-                        "token_start": span.start,
-                        "token_end": span.end,
-                        "confidence": round(math.prod(confidences[span.start : span.end]), 4),
-                    }
-                )
-            ranking = [
-                {"name": intent_names[i], "confidence": p} for i, p in zip(intent_ids, intent_probs, strict=True)
-            ]
-            results.append(
-                {
-                    "text": text,
-                    "words": [
-                        {"text": w.text, "start": w.start, "end": w.end, "tag": tag, "confidence": c}
-                        for w, tag, c in zip(words, tags, shown, strict=False)
-                    ],
-                    "slots": slots,
-                    "intent": ranking[0] if ranking else None,
-                    "intent_ranking": ranking,
-                    "model": info,
-                }
-            )
-        return results
+        rows = zip(tag_index.tolist(), tag_confidence.tolist(), shown_confidence.tolist(), intent_rows, strict=True)
+        return [
+            Scores(served, item, indices, confidences, shown, intent_ids, intent_probs)
+            for item, (indices, confidences, shown, (intent_ids, intent_probs)) in zip(items, rows, strict=True)
+        ]
+
+
+class Scores(NamedTuple):
+    """One sentence's model output as plain lists (rows may be longer than the sentence: padding)."""
+
+    served: ServedModel
+    item: Prepared
+    tag_ids: list[int]
+    confidences: list[float]
+    shown_confidences: list[float]
+    intent_ids: list[int]
+    intent_confidences: list[float]
+
+
+def decode(scores: Scores) -> dict[str, Any]:
+    """The answer for one sentence: words with tags, slots as spans, intent ranking, model.
+
+    A word's confidence is the softmax probability of its chosen tag; a slot's is the product of its
+    words' (see docs/serving.md)."""
+    served, item = scores.served, scores.item
+    tag_names = served.tagger.slot_tags
+    intent_names = served.tagger.intents
+    text = item.text
+    words = item.words
+    n = len(words)
+    tags = [tag_names[i] for i in scores.tag_ids[:n]]
+    confidences = scores.confidences
+    slots = []
+    for span in bio_to_spans(tags):
+        first, last = words[span.start], words[span.end - 1]
+        slots.append(
+            {
+                "slot": span.label,
+                "value": text[first.start : last.end],
+                "start": first.start,
+                "end": last.end,
+                "token_start": span.start,
+                "token_end": span.end,
+                "confidence": round(math.prod(confidences[span.start : span.end]), 4),
+            }
+        )
+    ranking = [
+        {"name": intent_names[i], "confidence": p}
+        for i, p in zip(scores.intent_ids, scores.intent_confidences, strict=True)
+    ]
+    return {
+        "text": text,
+        "words": [
+            {"text": w.text, "start": w.start, "end": w.end, "tag": tag, "confidence": c}
+            for w, tag, c in zip(words, tags, scores.shown_confidences, strict=False)
+        ],
+        "slots": slots,
+        "intent": ranking[0] if ranking else None,
+        "intent_ranking": ranking,
+        "model": served.info,
+    }

@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader
 
 from models.checkpoint import CheckpointError
 from serving import metrics
-from serving.predictor import InputError, Prepared, tokenize, words_from_tokens
+from serving.predictor import InputError, Prepared, Scores, decode, tokenize, words_from_tokens
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -109,9 +109,9 @@ async def _infer(state: ServingState, items: list[Prepared]) -> list[dict[str, A
     if not predictor.ready:
         raise ApiError(503, "not_ready", "the model is not loaded yet; retry when /readyz answers 200")
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+    future: asyncio.Future[list[Scores]] = loop.create_future()
     predictor.submit(items, future, loop)
-    return await future
+    return [decode(scores) for scores in await future]
 
 
 router = APIRouter()

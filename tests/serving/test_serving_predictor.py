@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from models.checkpoint import CheckpointError
 from models.spans import bio_to_spans
-from serving.predictor import InputError, Predictor, Prepared, tokenize, words_from_tokens
+from serving.predictor import InputError, Predictor, Prepared, decode, tokenize, words_from_tokens
 
 
 def words_of(text: str) -> list[str]:
@@ -174,7 +174,7 @@ def test_in_flight_batch_finishes_on_the_old_model(tiny_checkpoint: Path, all_o_
         assert entered.wait(10)
         new = predictor.load(all_o_checkpoint)  # swaps while the old model is mid-forward
         release.set()
-        assert future.result(10)[0]["model"]["version"] == old.version
+        assert decode(future.result(10)[0])["model"]["version"] == old.version
         (after,) = predictor.predict([prepared("flights from boston to denver")])
         assert after["model"]["version"] == new.version != old.version
         assert {w["tag"] for w in after["words"]} == {"O"}
