@@ -1,8 +1,12 @@
-"""Time one ATIS training epoch (forward, backward, Adam step) of the BiLSTM encoder two ways, in
-the same process, alternating: our reversed-input backward direction vs torch's bidirectional
-`nn.LSTM` over `pack_padded_sequence`. Prints seconds per epoch and the ratio.
+"""Time one ATIS training epoch (forward, backward, Adam step) of bidirectional taggers, in the
+same process, alternating between variants so machine noise hits all alike:
 
-    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3]
+- `packed`: torch's bidirectional `nn.LSTM` over `pack_padded_sequence`;
+- each cell of `--cells`: our encoder (backward direction over per-sequence-reversed inputs).
+
+Prints seconds per epoch (median of `--repeats`) and each variant's ratio to our `lstm`.
+
+    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3] [--cells lstm gru clockwork scrn]
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from training.datamodule import SlotDataModule
 
 
 class PackedTagger(nn.Module):
-    """The same tagger shape, with torch's own bidirectional LSTM over packed sequences."""
+    """The LSTM tagger's shape, with torch's own bidirectional LSTM over packed sequences."""
 
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
@@ -52,22 +56,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/atis")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cells", nargs="+", default=["lstm"], help="our encoders to time (lstm is the baseline)")
+    parser.add_argument("--hidden-size", type=int, default=200)
     args = parser.parse_args()
     torch.manual_seed(0)
     data = SlotDataModule(args.data_dir, batch_size=32)
     batches = list(data.train_dataloader())
-    config = TaggerConfig(len(data.vocabulary), len(data.slot_tags), len(data.intents), intent_head=False, dropout=0.0)
-    ours, packed = build_tagger(config), PackedTagger(config)
-    times: dict[str, list[float]] = {"reversed": [], "packed": []}
+    cells = ["lstm", *[c for c in args.cells if c != "lstm"]]
+    models: dict[str, nn.Module] = {}
+    for cell in cells:
+        config = TaggerConfig(
+            len(data.vocabulary), len(data.slot_tags), len(data.intents), cell=cell, hidden_size=args.hidden_size,
+            intent_head=False, dropout=0.0,
+        )  # fmt: skip
+        models[cell] = build_tagger(config)
+    models["packed"] = PackedTagger(config)
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):
-        times["reversed"].append(epoch_seconds(ours, batches, lambda m, b: m(b["token_ids"], b["mask"]).tag_logits))
-        times["packed"].append(epoch_seconds(packed, batches, lambda m, b: m(b["token_ids"], b["mask"])))
-    reversed_s, packed_s = statistics.median(times["reversed"]), statistics.median(times["packed"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(batches)} batches of 32")
-    for name, label in (("reversed", "reversed-input BiLSTM"), ("packed", "packed nn.LSTM")):
-        runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"{label:22s} {statistics.median(times[name]):.2f} s/epoch  (runs: {runs})")
-    print(f"packed / reversed: {packed_s / reversed_s:.2f}x")
+        for name, model in models.items():
+            if name == "packed":
+                times[name].append(epoch_seconds(model, batches, lambda m, b: m(b["token_ids"], b["mask"])))
+            else:
+                run = lambda m, b: m(b["token_ids"], b["mask"]).tag_logits  # noqa: E731
+                times[name].append(epoch_seconds(model, batches, run))
+    baseline = statistics.median(times["lstm"])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(batches)} batches of 32, "
+          f"hidden {args.hidden_size}/direction")  # fmt: skip
+    for name, runs in times.items():
+        label = "packed nn.LSTM" if name == "packed" else f"{name} (ours)"
+        median = statistics.median(runs)
+        listed = ", ".join(f"{t:.2f}" for t in runs)
+        print(f"{label:18s} {median:6.2f} s/epoch  {median / baseline:5.2f}x lstm  (runs: {listed})")
 
 
 if __name__ == "__main__":
