@@ -257,7 +257,6 @@ class Predictor:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        torch.set_num_threads(self.torch_threads)
         self._thread = threading.Thread(target=self._serve, name="slotfill-inference", daemon=True)
         self._thread.start()
 
@@ -287,7 +286,7 @@ class Predictor:
         return [decode(scores) for scores in future.result(timeout)]
 
     def _serve(self) -> None:
-        torch.set_num_threads(self.torch_threads)
+        torch.set_num_threads(self.torch_threads)  # per thread: the rest of the process keeps its own
         carry: Any = None
         while True:
             job = carry if carry is not None else self._queue.get()

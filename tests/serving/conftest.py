@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from serving_helpers import biased_checkpoint, make_client
 
@@ -37,8 +36,3 @@ def served_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 def client(tiny_checkpoint: Path) -> Iterator[TestClient]:
     with make_client(tiny_checkpoint) as test_client:
         yield test_client
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _torch_threads() -> None:
-    torch.set_num_threads(1)
