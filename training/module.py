@@ -30,6 +30,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_pooling: `meanmax`, `attention` or `token` (see `models.tagger.TaggerConfig`).
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         lr, weight_decay: Adam's.
+        lr_schedule: `constant`, or `cosine` decay to zero over `trainer.max_epochs`.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
     """
 
@@ -51,6 +52,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_loss_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         predictions_file: str = "predictions.txt",
     ) -> None:
         super().__init__()
@@ -178,8 +180,15 @@ class SlotTaggerModule(pl.LightningModule):
         if norms:
             self.log("train/grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        if self.hparams.lr_schedule != "cosine":
+            raise ValueError(f"unknown lr_schedule {self.hparams.lr_schedule!r}; valid: constant, cosine")
+        epochs = max(1, self.trainer.max_epochs or 1)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
