@@ -108,14 +108,13 @@ class SCRN(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, steps, _ = inputs.shape
-        context_input = (1.0 - self.alpha) * self.context_in(inputs)  # (B, T, C), hoisted
+        # The context recurrence is linear, so all steps come from one matmul with the decay matrix
+        # D[t, k] = α^(t-k) for k <= t: s_t = Σ_k D[t, k]·(1 - α)·B·x_k (no time loop).
+        steps_range = torch.arange(steps, device=inputs.device, dtype=inputs.dtype)
+        distance = steps_range.unsqueeze(1) - steps_range.unsqueeze(0)  # (T, T): t - k
+        decay = torch.where(distance >= 0, self.alpha ** distance.clamp(min=0), torch.zeros_like(distance))
+        context_states = torch.matmul(decay, (1.0 - self.alpha) * self.context_in(inputs))  # (B, T, C)
         hidden_input = self.hidden_in(inputs)  # (B, T, H), hoisted
-        context = inputs.new_zeros(batch, self.context_size)
-        contexts = []
-        for t in range(steps):  # the context recurrence is linear and cheap
-            context = self.alpha * context + context_input[:, t]
-            contexts.append(context)
-        context_states = torch.stack(contexts, dim=1)  # (B, T, C)
         hidden_input = hidden_input + self.context_to_hidden(context_states)  # P·s_t for all t at once
         recurrent = self.recurrent.weight.t()
         hidden = inputs.new_zeros(batch, self.hidden_size)
