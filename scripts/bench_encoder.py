@@ -6,14 +6,18 @@ same process, alternating between variants so machine noise hits all alike:
 
 Prints seconds per epoch (median of `--repeats`) and each variant's ratio to our `lstm`.
 
-    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3] [--cells lstm gru clockwork scrn]
+    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3] [--cells lstm gru clockwork scrn] [--doc]
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import re
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cells", nargs="+", default=["lstm"], help="our encoders to time (lstm is the baseline)")
     parser.add_argument("--hidden-size", type=int, default=200)
+    parser.add_argument("--doc", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = SlotDataModule(args.data_dir, batch_size=32)
@@ -80,13 +85,26 @@ def main() -> None:
                 run = lambda m, b: m(b["token_ids"], b["mask"]).tag_logits  # noqa: E731
                 times[name].append(epoch_seconds(model, batches, run))
     baseline = statistics.median(times["lstm"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(batches)} batches of 32, "
-          f"hidden {args.hidden_size}/direction")  # fmt: skip
+    lines = [
+        "| encoder | s / epoch (median) | × our lstm | runs (s) |",
+        "|---|---|---|---|",
+    ]
     for name, runs in times.items():
-        label = "packed nn.LSTM" if name == "packed" else f"{name} (ours)"
+        label = "packed nn.LSTM (torch)" if name == "packed" else f"{name} (ours)"
         median = statistics.median(runs)
-        listed = ", ".join(f"{t:.2f}" for t in runs)
-        print(f"{label:18s} {median:6.2f} s/epoch  {median / baseline:5.2f}x lstm  (runs: {listed})")
+        lines.append(f"| {label} | {median:.2f} | {median / baseline:.2f} | {', '.join(f'{t:.2f}' for t in runs)} |")
+    lines.append(
+        f"\nMachine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{len(batches)} batches of 32, hidden {args.hidden_size}/direction; run {time.strftime('%Y-%m-%d')} with "
+        f"`python scripts/bench_encoder.py {' '.join(sys.argv[1:])}`."
+    )
+    body = "\n".join(lines)
+    print(body)
+    if args.doc:
+        doc = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+        start, end = "<!-- encoder-bench:start -->", "<!-- encoder-bench:end -->"
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        doc.write_text(pattern.sub(lambda _: f"{start}\n{body}\n{end}", doc.read_text()))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import platform
 import re
 import statistics
@@ -26,7 +27,6 @@ from seqeval.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- training-bench:start -->", "<!-- training-bench:end -->"
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -67,6 +67,8 @@ def run_one(config: str, seed: int, out_dir: Path) -> dict:
     val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
     test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
+    losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
+    bundle = torch.load(best, map_location="cpu", weights_only=True)["slotfill_bundle"]
     result = {
         "config": config,
         "seed": seed,
@@ -78,6 +80,8 @@ def run_one(config: str, seed: int, out_dir: Path) -> dict:
         "epochs": len(val),
         "train_epoch_seconds": statistics.median(epoch_seconds),
         "fit_wall_seconds": fit_seconds,
+        "parameters": sum(t.numel() for t in bundle["state_dict"].values()),
+        "diverged": not all(math.isfinite(x) for x in losses),
     }
     if abs(result["seqeval_slot_f1"] - result["test_slot_f1"]) > 1e-4:
         raise SystemExit(f"{name}: reported F1 {result['test_slot_f1']} != seqeval {result['seqeval_slot_f1']}")
@@ -91,8 +95,9 @@ def spread(values: list[float], digits: int = 2) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| config | seeds | test slot F1 | intent acc % | sentence acc % | s / train epoch | fit wall s | best epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | seeds | test slot F1 | intent acc % | sentence acc % | s / train epoch | fit wall s | best epoch "
+        "| parameters | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == config]
@@ -102,7 +107,8 @@ def table(results: list[dict]) -> str:
             f"| {spread([r['test_sentence_accuracy'] for r in runs])} "
             f"| {spread([r['train_epoch_seconds'] for r in runs], 1)} "
             f"| {spread([r['fit_wall_seconds'] for r in runs], 0)} "
-            f"| {', '.join(str(r['best_epoch']) for r in runs)} |"
+            f"| {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['parameters']:,} "
+            f"| {'yes' if any(r['diverged'] for r in runs) else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -113,6 +119,7 @@ def main() -> None:
                         help="config:seeds pairs (config = a file in configs/ without .yaml)")  # fmt: skip
     parser.add_argument("--out-dir", default="runs/bench", help="where runs write logs and checkpoints")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--section", default="training-bench", help="marker of the docs/benchmarks.md section")
     args = parser.parse_args()
     results = []
     for spec in args.runs:
@@ -128,8 +135,11 @@ def main() -> None:
     print(body)
     if not args.no_doc and DOC.is_file():
         text = DOC.read_text()
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-        DOC.write_text(pattern.sub(lambda _: f"{START}\n{body}\n{END}", text))
+        start, end = f"<!-- {args.section}:start -->", f"<!-- {args.section}:end -->"
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            text += f"\n{start}\n{end}\n"
+        DOC.write_text(pattern.sub(lambda _: f"{start}\n{body}\n{end}", text))
 
 
 if __name__ == "__main__":
