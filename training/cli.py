@@ -12,7 +12,7 @@ from models.vocab import Vocabulary
 from training.callbacks import JsonLinesWriter
 from training.data import DataError
 from training.datamodule import SlotDataModule
-from training.module import SlotTaggerModule
+from training.module import NonFiniteLossError, SlotTaggerModule
 
 
 class SlotfillCLI(LightningCLI):
@@ -61,3 +61,6 @@ def main(args: list[str] | None = None) -> None:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(3)

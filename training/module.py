@@ -17,6 +17,10 @@ from models.vocab import Vocabulary
 from training.metrics import Accuracy, SpanF1
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stops before anything is saved from it."""
+
+
 class SlotTaggerModule(pl.LightningModule):
     """Trains a `RecurrentTagger`; every checkpoint embeds a plain bundle that rebuilds it.
 
@@ -117,7 +121,16 @@ class SlotTaggerModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            # Stop before the optimiser applies non-finite gradients; checkpoints already written
+            # (best, last) stay as they were.
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "training stopped and the checkpoints already saved are untouched "
+                "(try a lower --model.lr or a smaller --trainer.gradient_clip_val)"
+            )
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "val")
