@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from models.unroll import unroll
+
 
 def irnn(input_size: int, hidden_size: int) -> nn.RNN:
     """ReLU RNN with the recurrent matrix set to the identity and zero biases; input weights drawn
@@ -74,15 +76,9 @@ class ClockworkRNN(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, steps, _ = inputs.shape
         projected = torch.nn.functional.linear(inputs, self.weight_ih, self.bias)  # (B, T, H), hoisted
-        recurrent = (self.weight_hh * self.recurrent_mask).t()  # (H, H)
-        active = self.active_units(steps)
-        state = inputs.new_zeros(batch, self.hidden_size)
-        outputs = []
-        for t in range(steps):
-            candidate = torch.tanh(torch.addmm(projected[:, t], state, recurrent))
-            state = torch.where(active[t], candidate, state)
-            outputs.append(state)
-        return torch.stack(outputs, dim=1), state
+        recurrent = (self.weight_hh * self.recurrent_mask).t()  # (H, H), applied as h @ recurrent
+        outputs = unroll(projected, recurrent, self.active_units(steps), "tanh")
+        return outputs, outputs[:, -1]
 
 
 class SCRN(nn.Module):
@@ -116,11 +112,5 @@ class SCRN(nn.Module):
         context_states = torch.matmul(decay, (1.0 - self.alpha) * self.context_in(inputs))  # (B, T, C)
         hidden_input = self.hidden_in(inputs)  # (B, T, H), hoisted
         hidden_input = hidden_input + self.context_to_hidden(context_states)  # P·s_t for all t at once
-        recurrent = self.recurrent.weight.t()
-        hidden = inputs.new_zeros(batch, self.hidden_size)
-        hiddens = []
-        for t in range(steps):
-            hidden = torch.sigmoid(torch.addmm(hidden_input[:, t], hidden, recurrent))
-            hiddens.append(hidden)
-        outputs = torch.cat([torch.stack(hiddens, dim=1), context_states], dim=-1)
-        return outputs, hidden
+        hiddens = unroll(hidden_input, self.recurrent.weight.t(), None, "sigmoid")  # (B, T, H)
+        return torch.cat([hiddens, context_states], dim=-1), hiddens[:, -1]

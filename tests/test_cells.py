@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.cells import SCRN, ClockworkRNN, irnn
 from models.tagger import TaggerConfig, build_tagger
+from models.unroll import unroll
 
 
 def test_irnn_is_identity_initialised_relu() -> None:
@@ -92,3 +94,22 @@ def test_hand_written_cells_train_in_the_tagger() -> None:
         output = model(token_ids, token_ids != 0)
         (output.tag_logits.sum() + output.intent_logits.sum()).backward()
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("with_update", [False, True])
+def test_unroll_backward_matches_autograd(activation: str, with_update: bool) -> None:
+    """The hand-written BPTT equals autograd through a plain loop (gradcheck, float64)."""
+    torch.manual_seed(0)
+    inputs = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    weight = (0.5 * torch.randn(4, 4, dtype=torch.float64)).requires_grad_()
+    update = (torch.arange(6).unsqueeze(1) % torch.tensor([1, 1, 2, 4])) == 0 if with_update else None
+    assert torch.autograd.gradcheck(lambda a, w: unroll(a, w, update, activation), (inputs, weight))
+
+    squash = torch.tanh if activation == "tanh" else torch.sigmoid
+    state, reference = torch.zeros(3, 4, dtype=torch.float64), []
+    for t in range(6):
+        candidate = squash(inputs[:, t] + state @ weight)
+        state = candidate if update is None else torch.where(update[t], candidate, state)
+        reference.append(state)
+    torch.testing.assert_close(unroll(inputs, weight, update, activation), torch.stack(reference, dim=1))
