@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_corpus
 
 from models.loss import IGNORE_INDEX
 from models.vocab import PAD, UNK, Vocabulary
+from tests.conftest import write_corpus
 from training.data import FILES, SPLITS, DataError, Example, collate, encode, read_split, read_utterances
 from training.datamodule import SlotDataModule
 
