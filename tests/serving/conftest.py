@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import biased_checkpoint, make_client
+
+from tests.serving.serving_helpers import biased_checkpoint, make_client
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import ADMIN_KEY, make_client, metric_value
 
 from serving.app import create_app
 from serving.settings import Settings
+from tests.serving.serving_helpers import ADMIN_KEY, make_client, metric_value
 
 
 def assert_error(response, status: int, pattern: str) -> dict:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import free_port, metric_value
 
 from serving import tag_cli
+from tests.serving.serving_helpers import free_port, metric_value
 
 REPO = Path(__file__).resolve().parents[2]
 

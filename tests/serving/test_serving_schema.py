@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from serving_helpers import make_client
+
+from tests.serving.serving_helpers import make_client
 
 BUDGET_S = 25.0
 EXAMPLES = 40
