@@ -47,7 +47,7 @@ def read_conlleval(path: Path) -> tuple[list[list[str]], list[list[str]]]:
 
 @pytest.fixture(scope="module")
 def atis_run(tmp_path_factory, shared_atis) -> dict:
-    """Two epochs of the shipped ATIS config on a 600-sentence subset, through the CLI."""
+    """Three epochs of the shipped ATIS config on a 1,000-sentence subset, through the CLI."""
     root = tmp_path_factory.mktemp("atis_run")
     common = [
         "--config",
@@ -57,9 +57,9 @@ def atis_run(tmp_path_factory, shared_atis) -> dict:
         f"--trainer.logger.init_args.save_dir={root / 'runs'}",
         f"--checkpoint.dirpath={root / 'checkpoints'}",
     ]
-    fit = run_cli(["fit", *common, "--data.train_limit=600", "--trainer.max_epochs=2", "--data.batch_size=16"])
+    fit = run_cli(["fit", *common, "--data.train_limit=1000", "--trainer.max_epochs=3"])
     best = root / "checkpoints" / "best.ckpt"
-    test = run_cli(["test", *common, "--data.train_limit=600", f"--ckpt_path={best}"])
+    test = run_cli(["test", *common, "--data.train_limit=1000", f"--ckpt_path={best}"])
     return {"root": root, "fit": fit, "test": test, "best": best, "common": common}
 
 
@@ -112,7 +112,7 @@ def test_predict_writes_json_lines(atis_run, tmp_path) -> None:
         [
             "predict",
             *atis_run["common"],
-            "--data.train_limit=600",
+            "--data.train_limit=1000",
             f"--data.predict_file={utterances}",
             f"--prediction_writer.output_file={output}",
             f"--ckpt_path={atis_run['best']}",

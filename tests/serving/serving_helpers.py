@@ -1,4 +1,4 @@
-"""Helpers shared by the serving tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers shared by the serving tests (imported as `tests.serving.serving_helpers`)."""
 
 from __future__ import annotations
 
