@@ -111,11 +111,21 @@ def test_readyz_before_the_model_is_loaded(tiny_checkpoint: Path) -> None:
     assert client.get("/livez").status_code == 200
 
 
-def test_startup_fails_clearly_without_a_usable_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["missing", "truncated", "incompatible"])
+def test_startup_fails_clearly_without_a_usable_checkpoint(tmp_path: Path, tiny_checkpoint: Path, kind: str) -> None:
+    import torch
+
     from models.checkpoint import CheckpointError
 
-    with pytest.raises(CheckpointError, match="missing.ckpt"):
-        with TestClient(create_app(Settings(checkpoint=tmp_path / "missing.ckpt"))):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        data = tiny_checkpoint.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "incompatible":
+        bundle = torch.load(tiny_checkpoint, weights_only=True)["slotfill_bundle"]
+        torch.save({**bundle, "format_version": 99}, path)
+    with pytest.raises(CheckpointError, match=f"{kind}.ckpt"):
+        with TestClient(create_app(Settings(checkpoint=path))):
             pass
 
 
