@@ -162,3 +162,15 @@ def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytes
     assert "'From New York City'" in out and "[0:18]" in out
     tag_cli.main(["--checkpoint", str(all_city_checkpoint), "--json", "boston"])
     assert json.loads(capsys.readouterr().out)["slots"][0]["value"] == "boston"
+
+
+def test_load_with_a_hot_reload_in_the_middle_loses_nothing(tiny_checkpoint: Path, all_o_checkpoint: Path) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from load_reload import run
+    finally:
+        sys.path.pop(0)
+    figures = run(tiny_checkpoint, all_o_checkpoint, workers=2, duration=4.0, concurrency=4)
+    assert figures["requests"] > 20
+    assert figures["failed"] == 0, figures["failures_sample"]
+    assert len(figures["answers_per_model_version"]) == 2  # answers from the old and the new model
