@@ -101,3 +101,24 @@ def test_ddp_validation_covers_the_whole_validation_set(tmp_path: Path, tiny_che
         assert result.returncode == 0, result.stderr[-3000:]
         scores[devices] = read_val_f1(tmp_path / "runs" / "atis-lstm" / f"d{devices}")
     assert scores[2] == pytest.approx(scores[1], abs=1e-6)
+
+
+def test_readers_never_see_a_half_written_checkpoint(tmp_path: Path) -> None:
+    """Checkpoints are rewritten every epoch while a reader keeps loading them: every read succeeds."""
+    from models.checkpoint import read_bundle
+
+    data_dir = write_corpus(tmp_path / "data", {"train": 60, "valid": 10, "test": 10})
+    args = tiny_args(tmp_path, data_dir, "--trainer.max_epochs=25")
+    process = subprocess.Popen([sys.executable, "-m", "training", "fit", *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    reads, versions = 0, set()
+    try:
+        while process.poll() is None:
+            if last.exists():
+                versions.add(float(read_bundle(last)["state_dict"]["tag_head.weight"][0, 0]))
+                reads += 1
+    finally:
+        process.wait(timeout=120)
+    assert process.returncode == 0
+    assert reads > 10 and len(versions) > 3  # the reader really raced many rewrites
