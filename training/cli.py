@@ -23,10 +23,21 @@ class SlotfillCLI(LightningCLI):
                 "checkpoint.monitor": "val/slot_f1",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
                 "checkpoint.enable_version_counter": False,
             }
         )
+        # ModelCheckpoint(save_last=True) writes last.ckpt only when it also writes a best one, so
+        # `--ckpt_path last` could go back many epochs. This second one rewrites last.ckpt every epoch.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults(
             {"early_stopping.monitor": "val/slot_f1", "early_stopping.mode": "max", "early_stopping.patience": 8}
