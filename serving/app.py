@@ -35,6 +35,7 @@ class ServingState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.load_error: str | None = None  # why the checkpoint could not be loaded at start-up
         self.predictor = Predictor(
             torch_threads=settings.torch_threads,
             max_batch_sentences=settings.max_batch_sentences,
@@ -57,6 +58,7 @@ class ServingState:
             metrics.RELOADS.labels("failed").inc()
             log.error("reload failed, the old model keeps serving: %s", error)
             raise
+        self.load_error = None
         metrics.RELOADS.labels("ok").inc()
         return served
 
@@ -198,9 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await anyio.to_thread.run_sync(state.predictor.load, state.checkpoint_path())
         except CheckpointError as error:
-            state.predictor.stop()
-            log.error("cannot start: %s", error)
-            raise
+            # Stay up but not ready: /readyz answers 503 with the reason, nothing is tagged, and a
+            # reload (SIGHUP or the admin endpoint) of a fixed checkpoint makes the service ready.
+            state.load_error = str(error)
+            log.error("not ready: %s", error)
         sighup = _install_sighup(state)
         try:
             yield

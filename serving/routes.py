@@ -124,8 +124,11 @@ async def livez() -> Status:
 
 @router.get("/readyz", response_model=Status, responses={503: ERRORS[503]}, summary="Readiness: model loaded and warm")
 async def readyz(request: Request) -> Any:
-    if not _state(request).predictor.ready:
-        raise ApiError(503, "not_ready", "the model is not loaded yet")
+    state = _state(request)
+    if not state.predictor.ready:
+        reason = getattr(state, "load_error", None)
+        message = f"the model is not loaded: {reason}" if reason else "the model is not loaded yet"
+        raise ApiError(503, "not_ready", message)
     return Status(status="ready")
 
 

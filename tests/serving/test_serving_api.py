@@ -112,10 +112,8 @@ def test_readyz_before_the_model_is_loaded(tiny_checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "incompatible"])
-def test_startup_fails_clearly_without_a_usable_checkpoint(tmp_path: Path, tiny_checkpoint: Path, kind: str) -> None:
+def test_unusable_checkpoint_at_start_is_never_served(tmp_path: Path, tiny_checkpoint: Path, kind: str) -> None:
     import torch
-
-    from models.checkpoint import CheckpointError
 
     path = tmp_path / f"{kind}.ckpt"
     if kind == "truncated":
@@ -124,9 +122,10 @@ def test_startup_fails_clearly_without_a_usable_checkpoint(tmp_path: Path, tiny_
     elif kind == "incompatible":
         bundle = torch.load(tiny_checkpoint, weights_only=True)["slotfill_bundle"]
         torch.save({**bundle, "format_version": 99}, path)
-    with pytest.raises(CheckpointError, match=f"{kind}.ckpt"):
-        with TestClient(create_app(Settings(checkpoint=path))):
-            pass
+    with TestClient(create_app(Settings(checkpoint=path))) as client:  # starts, but is not ready
+        assert client.get("/livez").status_code == 200
+        assert_error(client.get("/readyz"), 503, f"{kind}.ckpt")
+        assert_error(client.post("/v1/tag", json={"text": "boston"}), 503, "not loaded")
 
 
 # -- error paths ----------------------------------------------------------------------------------------
