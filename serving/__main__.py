@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.checkpoint is None:
         sys.exit("slotfill-serve: no checkpoint; pass --checkpoint PATH or set SLOTFILL_CHECKPOINT")
     if not settings.checkpoint.is_file():
-        sys.exit(f"slotfill-serve: {settings.checkpoint}: no such checkpoint file")
+        # Start anyway, not ready: in a deployment the checkpoint may be written later (then reload).
+        print(f"slotfill-serve: warning: {settings.checkpoint}: no such checkpoint file yet; not ready until a "
+              "reload finds one", file=sys.stderr)  # fmt: skip
 
     made_metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

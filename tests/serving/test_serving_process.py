@@ -143,16 +143,38 @@ def test_two_workers_share_prometheus_metrics(tiny_checkpoint: Path) -> None:
         assert counted == [requests] * 4
 
 
-def test_entry_point_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--checkpoint", str(tmp_path / "nope.ckpt")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "nope.ckpt" in result.stderr
+def test_entry_point_on_a_missing_checkpoint_is_up_but_not_ready_until_reload(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    served = tmp_path / "nope.ckpt"
+    port = free_port()
+    env = {**os.environ, "SLOTFILL_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "serving", "--checkpoint", str(served), "--port", str(port)]
+    server = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                response = httpx.get(f"{base}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server never answered"
+                time.sleep(0.2)
+        assert response.status_code == 503 and "nope.ckpt" in response.json()["error"]["message"]
+        assert httpx.post(f"{base}/v1/tag", json={"text": "boston"}, timeout=5).status_code == 503
+        shutil.copyfile(tiny_checkpoint, served)  # the checkpoint arrives; SIGHUP loads it
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "reload did not make the service ready"
+            time.sleep(0.2)
+        assert httpx.post(f"{base}/v1/tag", json={"text": "boston"}, timeout=5).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert "nope.ckpt" in server.stderr.read()  # the reason is logged
 
 
 def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
