@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,20 +25,10 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from bench_serving import FALLBACK, free_port  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
-SENTENCES = [
-    "show me flights from boston to denver",
-    "what is the cheapest fare from dallas to new york tomorrow morning",
-    "i'd like a flight to st. louis on friday",
-    "which airlines fly from pittsburgh to atlanta",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SENTENCES = FALLBACK  # a few ATIS-like utterances, shared with the serving benchmark
 
 
 def well_formed(text: str, body: dict) -> bool:
