@@ -1,6 +1,7 @@
 """Checkpoint bundles: plain dicts that rebuild a tagger with `models/` alone.
 
-A bundle is {format_version, config, vocabulary, slot_tags, intents, state_dict, metrics,
+A bundle is {format_version, config, vocabulary, characters (None without character features),
+slot_tags, intents, state_dict, metrics,
 created_at}: strings, numbers, lists and tensors only, so `torch.load(path, weights_only=True)`
 reads it. Training embeds the bundle in each Lightning checkpoint under `BUNDLE_KEY`; `load_bundle`
 accepts either that checkpoint or a bundle saved on its own.
@@ -39,6 +40,7 @@ class LoadedTagger:
     vocabulary: Vocabulary
     slot_tags: list[str]
     intents: list[str]
+    characters: Vocabulary | None = None  # with character features
     metrics: dict[str, float] = field(default_factory=dict)
     created_at: str = ""
     sha256: str = ""
@@ -51,8 +53,10 @@ def make_bundle(
     slot_tags: list[str],
     intents: list[str],
     metrics: dict[str, float] | None = None,
+    characters: Vocabulary | None = None,
 ) -> dict[str, Any]:
     return {
+        "characters": characters.to_list() if characters is not None else None,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "vocabulary": vocabulary.to_list(),
@@ -116,12 +120,15 @@ def load_bundle(path: str | Path) -> LoadedTagger:
     try:
         config = TaggerConfig.from_dict(bundle["config"])
         vocabulary = Vocabulary(bundle["vocabulary"])
-        model = build_tagger(config)
+        characters = Vocabulary(bundle["characters"]) if bundle.get("characters") else None
+        model = build_tagger(config, list(bundle["slot_tags"]))
         model.load_state_dict(bundle["state_dict"])
     except (ValueError, TypeError, RuntimeError, KeyError) as error:
         raise CheckpointError(f"{path}: checkpoint does not rebuild a tagger: {error}") from None
     if len(vocabulary) != config.vocab_size or len(bundle["slot_tags"]) != config.num_tags:
         raise CheckpointError(f"{path}: vocabulary or tag list does not match the model's sizes")
+    if config.char_channels > 0 and (characters is None or len(characters) != config.char_vocab_size):
+        raise CheckpointError(f"{path}: the model reads characters but the character list is missing or wrong")
     model.eval()
     return LoadedTagger(
         model=model,
@@ -129,6 +136,7 @@ def load_bundle(path: str | Path) -> LoadedTagger:
         vocabulary=vocabulary,
         slot_tags=list(bundle["slot_tags"]),
         intents=list(bundle["intents"]),
+        characters=characters,
         metrics=dict(bundle.get("metrics", {})),
         created_at=str(bundle.get("created_at", "")),
         sha256=file_sha256(path),

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from models.cells import SCRN, ClockworkRNN, irnn
+from models.decoding import LinearChainCRF, bio_constraints, penalties, viterbi
+from models.loss import IGNORE_INDEX, slot_loss
 from models.vocab import Vocabulary
 
 
@@ -69,6 +71,18 @@ class TaggerConfig:
     # 2016) and their max; `token` — every word predicts the intent and the sentence's distribution is
     # the normalised geometric mean of the words' (token-level intent detection, Qin et al. 2019).
     intent_pooling: Literal["meanmax", "attention", "token"] = "meanmax"
+    # How tags are chosen (see models/decoding.py); both always give BIO-valid sequences.
+    # `softmax`: per-word cross-entropy (the lecture's loss), constrained Viterbi at decoding;
+    # `crf`: a linear-chain CRF trained on the sentence's log-likelihood.
+    decoder: Literal["softmax", "crf"] = "softmax"
+    # Character features: a CNN over each word's characters, max-pooled, concatenated to its word
+    # embedding (Ma & Hovy 2016), so unseen words still get a representation. Off when 0 channels.
+    char_vocab_size: int = 0
+    char_channels: int = 0
+    char_embedding_dim: int = 30
+    char_kernel: int = 3
+    # Slot-intent interaction: each word's tag scores also see the predicted intent distribution.
+    intent_to_slots: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -78,6 +92,14 @@ class TaggerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.intent_pooling not in ("meanmax", "attention", "token"):
             raise ValueError(f"unknown intent_pooling {self.intent_pooling!r}; valid: meanmax, attention, token")
+        if self.decoder not in ("softmax", "crf"):
+            raise ValueError(f"unknown decoder {self.decoder!r}; valid: softmax, crf")
+        if self.char_channels < 0 or (self.char_channels > 0 and self.char_vocab_size < 3):
+            raise ValueError("character features need char_channels >= 1 and a character vocabulary")
+        if self.char_kernel < 1 or self.char_kernel % 2 == 0:
+            raise ValueError(f"char_kernel must be odd and >= 1, got {self.char_kernel}")
+        if self.intent_to_slots and not self.intent_head:
+            raise ValueError("intent_to_slots needs the intent head")
         if self.intent_head and self.num_intents < 1:
             raise ValueError("num_intents must be >= 1 when the intent head is on")
         for name in ("dropout", "word_dropout"):
@@ -97,8 +119,28 @@ class TaggerConfig:
 
 
 class TaggerOutput(NamedTuple):
-    tag_logits: torch.Tensor  # (B, T, num_tags)
+    tag_logits: torch.Tensor  # (B, T, num_tags): per-word scores (CRF emissions with `crf`)
     intent_logits: torch.Tensor | None  # (B, num_intents)
+
+
+class CharacterCNN(nn.Module):
+    """Each word's characters -> embedding -> 1-D convolution -> max over the word's characters."""
+
+    def __init__(self, num_chars: int, embedding_dim: int, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, embedding_dim, padding_idx=Vocabulary.pad_id)
+        self.convolution = nn.Conv1d(embedding_dim, channels, kernel, padding=kernel // 2)
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) character ids (0 = pad) -> (B, T, channels); pad words get zeros."""
+        batch, steps, chars = char_ids.shape
+        flat = char_ids.reshape(batch * steps, chars)
+        # Pad characters embed to zero, like the convolution's own zero padding, so a word's features
+        # do not depend on how long the batch's longest word is.
+        features = self.convolution(self.embedding(flat).transpose(1, 2))  # (B*T, F, C)
+        features = features.masked_fill((flat == Vocabulary.pad_id).unsqueeze(1), float("-inf")).amax(dim=2)
+        features = torch.where(torch.isfinite(features), features, torch.zeros_like(features))
+        return torch.relu(features).reshape(batch, steps, -1)
 
 
 def reversal_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -144,7 +186,7 @@ class RecurrentEncoder(nn.Module):
         make_cell = CELLS[config.cell]
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
-        input_size = config.embedding_dim
+        input_size = config.embedding_dim + config.char_channels  # word embedding + character features
         for _ in range(config.num_layers):
             self.forward_layers.append(make_cell(input_size, config.hidden_size))
             if config.bidirectional:
@@ -173,33 +215,87 @@ class RecurrentEncoder(nn.Module):
 
 
 class RecurrentTagger(nn.Module):
-    """Embedding -> `RecurrentEncoder` -> slot logits per word; intent logits from pooled states."""
+    """Embedding (+ character CNN) -> `RecurrentEncoder` -> slot scores per word; intent logits from
+    pooled states. `decode` turns scores into BIO-valid tags.
 
-    def __init__(self, config: TaggerConfig) -> None:
+    `slot_tags` gives the BIO constraints; without it (architecture-only uses such as benchmarks)
+    every transition is allowed.
+    """
+
+    def __init__(self, config: TaggerConfig, slot_tags: list[str] | None = None) -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=Vocabulary.pad_id)
+        self.characters = None
+        if config.char_channels > 0:
+            self.characters = CharacterCNN(
+                config.char_vocab_size, config.char_embedding_dim, config.char_channels, config.char_kernel
+            )
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = RecurrentEncoder(config)
-        self.tag_head = nn.Linear(self.encoder.output_size, config.num_tags)
         states_size = self.encoder.output_size
+        tag_input_size = states_size + (config.num_intents if config.intent_to_slots else 0)
+        self.tag_head = nn.Linear(tag_input_size, config.num_tags)
         self.intent_head = None
         if config.intent_head:
             pooled_size = states_size if config.intent_pooling == "token" else 2 * states_size
             self.intent_head = nn.Linear(pooled_size, config.num_intents)
         self.intent_attention = nn.Linear(states_size, 1) if config.intent_pooling == "attention" else None
+        self.crf = LinearChainCRF(config.num_tags) if config.decoder == "crf" else None
+        if slot_tags is not None and len(slot_tags) != config.num_tags:
+            raise ValueError(f"{len(slot_tags)} slot tags for a model with {config.num_tags}")
+        allowed_start, allowed = bio_constraints(slot_tags) if slot_tags is not None else (None, None)
+        if allowed is None:
+            allowed_start = torch.ones(config.num_tags, dtype=torch.bool)
+            allowed = torch.ones(config.num_tags, config.num_tags, dtype=torch.bool)
+        # Rebuilt from the tag list, not saved: checkpoints carry the list.
+        self.register_buffer("allowed_start", allowed_start, persistent=False)
+        self.register_buffer("allowed_transitions", allowed, persistent=False)
 
-    def forward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> TaggerOutput:
-        """(B, T) token ids and (B, T) bool mask of real words (right-padded) -> logits."""
+    def forward(
+        self, token_ids: torch.Tensor, mask: torch.Tensor, char_ids: torch.Tensor | None = None
+    ) -> TaggerOutput:
+        """(B, T) token ids, (B, T) bool mask of real words (right-padded), and with character
+        features (B, T, C) character ids -> scores."""
         lengths = mask.sum(dim=1)
         if self.training and self.config.word_dropout > 0:
             dropped = torch.rand(token_ids.shape, device=token_ids.device) < self.config.word_dropout
             token_ids = token_ids.masked_fill(dropped & mask, Vocabulary.unk_id)
-        embedded = self.dropout(self.embedding(token_ids))  # (B, T, E)
-        states = self.dropout(self.encoder(embedded, lengths))  # (B, T, H')
-        tag_logits = self.tag_head(states)
+        embedded = self.embedding(token_ids)  # (B, T, E)
+        if self.characters is not None:
+            if char_ids is None:
+                raise ValueError("this model reads characters: pass char_ids")
+            embedded = torch.cat([embedded, self.characters(char_ids)], dim=-1)
+        states = self.dropout(self.encoder(self.dropout(embedded), lengths))  # (B, T, H')
         intent_logits = self.intent_logits(states, mask) if self.intent_head is not None else None
-        return TaggerOutput(tag_logits, intent_logits)
+        if self.config.intent_to_slots:
+            intent_probs = torch.softmax(intent_logits, dim=-1).unsqueeze(1).expand(-1, states.size(1), -1)
+            states = torch.cat([states, intent_probs], dim=-1)
+        return TaggerOutput(self.tag_head(states), intent_logits)
+
+    def slot_loss(self, tag_logits: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-sentence slot loss averaged over the batch: the summed per-word cross-entropy
+        (`models.loss.slot_loss`), or with `crf` the sentence's negative log-likelihood. Words whose
+        gold tag is unseen in training (`IGNORE_INDEX`) count as `O` in the CRF's path score."""
+        if self.crf is None:
+            return slot_loss(tag_logits, tag_ids)
+        gold = tag_ids.masked_fill(tag_ids == IGNORE_INDEX, 0)
+        return self.crf.negative_log_likelihood(
+            tag_logits, gold, mask, self.allowed_start, self.allowed_transitions
+        ).mean()
+
+    def decode(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BIO-valid tag ids (B, T) and each chosen tag's probability (B, T): its softmax probability
+        with `softmax`, its CRF marginal with `crf`. Pads get tag 0."""
+        if self.crf is not None:
+            tag_ids = self.crf.decode(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+            probabilities = self.crf.marginals(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+        else:
+            log_probs = torch.log_softmax(tag_logits.float(), dim=-1)
+            end = torch.zeros(log_probs.size(-1), device=log_probs.device)
+            tag_ids = viterbi(log_probs, mask, penalties(self.allowed_start), penalties(self.allowed_transitions), end)
+            probabilities = log_probs.exp()
+        return tag_ids, probabilities.gather(2, tag_ids.unsqueeze(2)).squeeze(2)
 
     def intent_logits(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, H') states and (B, T) mask -> (B, num_intents) intent logits."""
@@ -218,5 +314,5 @@ class RecurrentTagger(nn.Module):
         return self.intent_head(torch.cat([summary, maximum], dim=-1))
 
 
-def build_tagger(config: TaggerConfig) -> RecurrentTagger:
-    return RecurrentTagger(config)
+def build_tagger(config: TaggerConfig, slot_tags: list[str] | None = None) -> RecurrentTagger:
+    return RecurrentTagger(config, slot_tags)

@@ -6,6 +6,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import torch
+
 PAD = "<pad>"
 UNK = "<unk>"
 _DIGIT = re.compile(r"\d")
@@ -54,3 +56,30 @@ class Vocabulary:
 
     def __contains__(self, word: str) -> bool:
         return normalize_word(word) in self.index
+
+
+# Longer words are cut to this many characters for the character features (no ATIS or SNIPS word
+# is longer than 30 characters; the cut only bounds the cost of odd input).
+MAX_WORD_CHARS = 30
+
+
+def build_characters(sentences: Iterable[Sequence[str]], min_freq: int = 1) -> Vocabulary:
+    """Vocabulary of the characters of the normalised words (the same normalisation as words)."""
+    return Vocabulary.build((normalize_word(word) for sentence in sentences for word in sentence), min_freq=min_freq)
+
+
+def encode_characters(words: Sequence[str], characters: Vocabulary) -> list[list[int]]:
+    """Per word, the ids of its normalised characters (unknown ones -> `<unk>`)."""
+    index, unk = characters.index, Vocabulary.unk_id
+    return [[index.get(char, unk) for char in normalize_word(word)[:MAX_WORD_CHARS]] or [unk] for word in words]
+
+
+def pad_characters(rows: Sequence[list[list[int]]]) -> torch.Tensor:
+    """Per sentence, per word character ids -> (B, T, C) right-padded with 0 on both axes."""
+    steps = max(len(words) for words in rows)
+    chars = max(len(word) for words in rows for word in words)
+    char_ids = torch.zeros((len(rows), steps, chars), dtype=torch.long)
+    for row, words in enumerate(rows):
+        for column, word in enumerate(words):
+            char_ids[row, column, : len(word)] = torch.tensor(word)
+    return char_ids

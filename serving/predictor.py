@@ -24,6 +24,7 @@ import torch
 
 from models.checkpoint import LoadedTagger, load_bundle
 from models.spans import bio_to_spans
+from models.vocab import encode_characters, pad_characters
 
 log = logging.getLogger("serving.predictor")
 
@@ -351,9 +352,16 @@ class Predictor:
         token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)  # (B, T)
         lengths = torch.tensor([len(ids) for ids in encoded])
         mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        characters = served.tagger.characters
+        char_ids = None
+        if served.tagger.config.char_channels > 0 and characters is not None:
+            char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in items])
         with torch.inference_mode():
-            output = served.tagger.model(token_ids, mask)
-            tag_confidence, tag_index = output.tag_logits.double().softmax(dim=-1).max(dim=-1)  # (B, T)
+            model = served.tagger.model
+            output = model(token_ids, mask, char_ids)
+            # BIO-valid tags (constrained Viterbi, or the CRF's) and each chosen tag's probability.
+            tag_index, tag_confidence = model.decode(output.tag_logits, mask)  # (B, T)
+            tag_confidence = tag_confidence.double()
             shown_confidence = _round4(tag_confidence)
             if output.intent_logits is not None:
                 k = min(self.intent_top_k, output.intent_logits.size(-1))
@@ -385,8 +393,8 @@ class Scores(NamedTuple):
 def decode(scores: Scores) -> dict[str, Any]:
     """The answer for one sentence: words with tags, slots as spans, intent ranking, model.
 
-    A word's confidence is the softmax probability of its chosen tag; a slot's is the product of its
-    words' (see docs/serving.md)."""
+    A word's confidence is the probability of its chosen tag (softmax, or the CRF's marginal); a
+    slot's is the product of its words' (see docs/serving.md)."""
     served, item = scores.served, scores.item
     tag_names = served.tagger.slot_tags
     intent_names = served.tagger.intents

@@ -42,7 +42,9 @@ class TaggedWord(_Strict):
     start: int = Field(description="offset of its first character")
     end: int = Field(description="offset after its last character (end-exclusive)")
     tag: str = Field(description="BIO slot tag")
-    confidence: float = Field(description="softmax probability of the tag")
+    confidence: float = Field(
+        description="probability of the tag: its softmax probability, or its marginal under a CRF"
+    )
 
 
 class Slot(_Strict):

@@ -67,10 +67,10 @@ def test_nan_loss_stops_with_a_message_and_keeps_checkpoints(tmp_path: Path, mon
     best, last = tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / "last.ckpt"
     before = digest(best), digest(last)
 
-    import models.loss
+    from models.tagger import RecurrentTagger
 
-    real_slot_loss = models.loss.slot_loss
-    monkeypatch.setattr("training.module.slot_loss", lambda *a: real_slot_loss(*a) * float("nan"))
+    real_slot_loss = RecurrentTagger.slot_loss
+    monkeypatch.setattr(RecurrentTagger, "slot_loss", lambda *a: real_slot_loss(*a) * float("nan"))
     with pytest.raises(NonFiniteLossError, match="training loss is nan"):
         run_cli(["fit", *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=3"), "--ckpt_path=last"])
     assert (digest(best), digest(last)) == before

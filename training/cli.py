@@ -46,6 +46,9 @@ class SlotfillCLI(LightningCLI):
         parser.link_arguments(
             "data.vocabulary", "model.vocabulary", compute_fn=Vocabulary.to_list, apply_on="instantiate"
         )
+        parser.link_arguments(
+            "data.characters", "model.characters", compute_fn=Vocabulary.to_list, apply_on="instantiate"
+        )
         parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
 

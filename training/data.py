@@ -14,7 +14,7 @@ import torch
 
 from models.loss import IGNORE_INDEX
 from models.spans import is_valid_tag
-from models.vocab import Vocabulary
+from models.vocab import Vocabulary, encode_characters, pad_characters
 
 SPLITS = ("train", "valid", "test")
 FILES = ("seq.in", "seq.out", "label")
@@ -99,23 +99,31 @@ class EncodedExample:
     tag_ids: list[int]
     intent_id: int
     example: Example
+    char_ids: list[list[int]] | None = None
 
 
 def encode(
-    example: Example, vocabulary: Vocabulary, tag_index: dict[str, int], intent_index: dict[str, int]
+    example: Example,
+    vocabulary: Vocabulary,
+    tag_index: dict[str, int],
+    intent_index: dict[str, int],
+    characters: Vocabulary | None = None,
 ) -> EncodedExample:
-    """Ids for one example; tags and intents unseen in training get `IGNORE_INDEX` (no loss;
-    metrics still compare the gold strings, so they count as errors)."""
+    """Ids for one example (and its words' character ids when `characters` is given); tags and
+    intents unseen in training get `IGNORE_INDEX` (no loss; metrics still compare the gold strings,
+    so they count as errors)."""
     return EncodedExample(
         token_ids=vocabulary.encode(example.words),
         tag_ids=[tag_index.get(tag, IGNORE_INDEX) for tag in example.tags],
         intent_id=intent_index.get(example.intent, IGNORE_INDEX),
         example=example,
+        char_ids=encode_characters(example.words, characters) if characters is not None else None,
     )
 
 
 def collate(batch: Sequence[EncodedExample]) -> dict:
-    """Right-pad a batch: token_ids/tag_ids/mask (B, T), intent_ids (B,), plus the raw examples."""
+    """Right-pad a batch: token_ids/tag_ids/mask (B, T), intent_ids (B,), char_ids (B, T, C) or None,
+    plus the raw examples."""
     max_len = max(len(item.token_ids) for item in batch)
     token_ids = torch.full((len(batch), max_len), Vocabulary.pad_id, dtype=torch.long)
     tag_ids = torch.full((len(batch), max_len), IGNORE_INDEX, dtype=torch.long)
@@ -128,5 +136,6 @@ def collate(batch: Sequence[EncodedExample]) -> dict:
         "tag_ids": tag_ids,
         "mask": torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1),
         "intent_ids": torch.tensor([item.intent_id for item in batch]),
+        "char_ids": pad_characters([item.char_ids for item in batch]) if batch[0].char_ids is not None else None,
         "examples": [item.example for item in batch],
     }

@@ -7,15 +7,16 @@ from pathlib import Path
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from models.vocab import Vocabulary
+from models.vocab import Vocabulary, build_characters
 from training.data import Example, collate, encode, label_list, read_split, read_utterances
 
 
 class SlotDataModule(pl.LightningDataModule):
     """Reads `{data_dir}/{train,valid,test}`; vocabularies come from the training split only.
 
-    The training split is read at construction so that the vocabulary and label lists exist before
-    the model is built (the CLI links them into the model's arguments).
+    The training split is read at construction so that the vocabulary, character and label lists
+    exist before the model is built (the CLI links them into the model's arguments). Batches always
+    carry character ids; a model without character features ignores them.
 
     Args:
         data_dir: folder holding `train/`, `valid/`, `test/`.
@@ -46,6 +47,7 @@ class SlotDataModule(pl.LightningDataModule):
         train = read_split(self.data_dir, "train")
         self.train_examples = train[:train_limit] if train_limit else train
         self.vocabulary = Vocabulary.build((ex.words for ex in self.train_examples), min_freq=min_word_freq)
+        self.characters = build_characters(ex.words for ex in self.train_examples)
         self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
         self.intents = label_list([ex.intent for ex in self.train_examples])
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
@@ -55,7 +57,9 @@ class SlotDataModule(pl.LightningDataModule):
     def _encoded(self, split: str) -> list:
         if split not in self._splits:
             examples = self.train_examples if split == "train" else read_split(self.data_dir, split)
-            self._splits[split] = [encode(ex, self.vocabulary, self._tag_index, self._intent_index) for ex in examples]
+            self._splits[split] = [
+                encode(ex, self.vocabulary, self._tag_index, self._intent_index, self.characters) for ex in examples
+            ]
         return self._splits[split]
 
     def _loader(self, items: list, batch_size: int, shuffle: bool) -> DataLoader:
@@ -81,5 +85,5 @@ class SlotDataModule(pl.LightningDataModule):
         if not self.predict_file:
             raise ValueError("predict needs --data.predict_file: a text file of utterances, one a line")
         utterances = [Example(tuple(words), (), "") for words in read_utterances(self.predict_file)]
-        items = [encode(ex, self.vocabulary, self._tag_index, self._intent_index) for ex in utterances]
+        items = [encode(ex, self.vocabulary, self._tag_index, self._intent_index, self.characters) for ex in utterances]
         return self._loader(items, self.eval_batch_size, shuffle=False)

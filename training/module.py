@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 
 from models.checkpoint import BUNDLE_KEY, make_bundle
-from models.loss import intent_loss, slot_loss
+from models.loss import intent_loss
 from models.spans import bio_to_spans
 from models.tagger import TaggerConfig, build_tagger
 from models.vocab import Vocabulary
@@ -32,6 +32,10 @@ class SlotTaggerModule(pl.LightningModule):
         intent_head: predict the intent too.
         word_dropout: probability of replacing a training word by `<unk>`.
         intent_pooling: `meanmax`, `attention` or `token` (see `models.tagger.TaggerConfig`).
+        decoder: `softmax` (per-word cross-entropy) or `crf`; decoding is BIO-valid either way.
+        characters: the character list, linked from the data module (used when char_channels > 0).
+        char_channels, char_embedding_dim, char_kernel: the character CNN (0 channels: off).
+        intent_to_slots: feed the predicted intent distribution to every word's tag scores.
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         lr, weight_decay: Adam's.
         lr_schedule: `constant`, or `cosine` decay to zero over `trainer.max_epochs`.
@@ -53,6 +57,12 @@ class SlotTaggerModule(pl.LightningModule):
         intent_head: bool = True,
         word_dropout: float = 0.0,
         intent_pooling: Literal["meanmax", "attention", "token"] = "meanmax",
+        decoder: Literal["softmax", "crf"] = "softmax",
+        characters: list[str] | None = None,
+        char_channels: int = 0,
+        char_embedding_dim: int = 30,
+        char_kernel: int = 3,
+        intent_to_slots: bool = False,
         intent_loss_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -64,6 +74,9 @@ class SlotTaggerModule(pl.LightningModule):
         self.vocabulary = Vocabulary(vocabulary)
         self.slot_tags = list(slot_tags)
         self.intents = list(intents)
+        self.characters = Vocabulary(characters) if characters else None
+        if char_channels > 0 and self.characters is None:
+            raise ValueError("char_channels > 0 needs the character list (linked from the data module)")
         self.config = TaggerConfig(
             vocab_size=len(self.vocabulary),
             num_tags=len(self.slot_tags),
@@ -78,19 +91,28 @@ class SlotTaggerModule(pl.LightningModule):
             intent_head=intent_head,
             word_dropout=word_dropout,
             intent_pooling=intent_pooling,
+            decoder=decoder,
+            char_vocab_size=len(self.characters) if self.characters is not None else 0,
+            char_channels=char_channels,
+            char_embedding_dim=char_embedding_dim,
+            char_kernel=char_kernel,
+            intent_to_slots=intent_to_slots,
         )
-        self.model = build_tagger(self.config)
+        self.model = build_tagger(self.config, self.slot_tags)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
         self.intent_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
         self.sentence_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
         self._test_rows: list[tuple[tuple[str, ...], tuple[str, ...], list[str]]] = []
 
-    def forward(self, token_ids: torch.Tensor, mask: torch.Tensor):
-        return self.model(token_ids, mask)
+    def forward(self, token_ids: torch.Tensor, mask: torch.Tensor, char_ids: torch.Tensor | None = None):
+        return self.model(token_ids, mask, char_ids)
+
+    def _run_model(self, batch: dict):
+        return self.model(batch["token_ids"], batch["mask"], batch.get("char_ids"))
 
     def decode(self, batch: dict, output) -> tuple[list[list[str]], list[str]]:
-        """Argmax tag strings per real word, and the intent string per sentence."""
-        tag_ids = output.tag_logits.argmax(dim=-1).tolist()
+        """BIO-valid tag strings per real word, and the argmax intent string per sentence."""
+        tag_ids = self.model.decode(output.tag_logits, batch["mask"])[0].tolist()
         lengths = batch["mask"].sum(dim=1).tolist()
         tags = [[self.slot_tags[i] for i in row[:n]] for row, n in zip(tag_ids, lengths)]
         if output.intent_logits is None:
@@ -98,9 +120,9 @@ class SlotTaggerModule(pl.LightningModule):
         return tags, [self.intents[i] for i in output.intent_logits.argmax(dim=-1).tolist()]
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        output = self.model(batch["token_ids"], batch["mask"])
+        output = self._run_model(batch)
         batch_size = batch["token_ids"].size(0)
-        loss = slot_loss(output.tag_logits, batch["tag_ids"])
+        loss = self.model.slot_loss(output.tag_logits, batch["tag_ids"], batch["mask"])
         if output.intent_logits is not None:
             loss = loss + self.hparams.intent_loss_weight * intent_loss(output.intent_logits, batch["intent_ids"])
         on_step = stage == "train"
@@ -165,7 +187,7 @@ class SlotTaggerModule(pl.LightningModule):
             print(f"conlleval input written to {path}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
-        output = self.model(batch["token_ids"], batch["mask"])
+        output = self._run_model(batch)
         tags, intents = self.decode(batch, output)
         records = []
         for example, sentence_tags, intent in zip(batch["examples"], tags, intents):
@@ -205,7 +227,9 @@ class SlotTaggerModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
-        checkpoint[BUNDLE_KEY] = make_bundle(self.model, self.vocabulary, self.slot_tags, self.intents, metrics)
+        checkpoint[BUNDLE_KEY] = make_bundle(
+            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters
+        )
 
 
 def write_conlleval_file(path: Path, rows: list[tuple]) -> None:

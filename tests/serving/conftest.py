@@ -20,7 +20,7 @@ def all_o_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="session")
 def all_city_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every word `I-fromloc.city_name`: conlleval opens one chunk at the first and extends it to the last."""
+    """Every word's arg-max is `I-fromloc.city_name`; BIO-valid decoding must open the chunk with `B-`."""
     path = tmp_path_factory.mktemp("all_city") / "all_city.ckpt"
     return biased_checkpoint(tiny_checkpoint, "I-fromloc.city_name", path)
 

@@ -180,7 +180,7 @@ def test_entry_point_on_a_missing_checkpoint_is_up_but_not_ready_until_reload(
 def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tag_cli.main(["--checkpoint", str(all_city_checkpoint), "From New York City?"])
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:2] == ["From", "I-fromloc.city_name"]
+    assert out.splitlines()[0].split()[:2] == ["From", "B-fromloc.city_name"]
     assert "'From New York City'" in out and "[0:18]" in out
     tag_cli.main(["--checkpoint", str(all_city_checkpoint), "--json", "boston"])
     assert json.loads(capsys.readouterr().out)["slots"][0]["value"] == "boston"

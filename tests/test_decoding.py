@@ -1,0 +1,224 @@
+"""BIO-valid decoding and the CRF, checked against brute force over every tag sequence; the character
+CNN; and a CRF + character model trained through the CLI and served from its checkpoint."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.checkpoint import load_bundle
+from models.decoding import FORBIDDEN, LinearChainCRF, bio_constraints, penalties, viterbi
+from models.spans import is_valid_tag
+from models.tagger import TaggerConfig, build_tagger
+from models.vocab import Vocabulary, build_characters, encode_characters, pad_characters
+from tests.conftest import REPO, write_corpus
+
+TAGS = ["O", "B-city", "I-city", "B-date", "I-date"]
+
+
+def may_follow(previous: str, tag: str) -> bool:
+    return not tag.startswith("I-") or (previous != "O" and previous[2:] == tag[2:])
+
+
+def is_bio_valid(tags: list[str]) -> bool:
+    return all(may_follow(previous, tag) for previous, tag in zip(["O", *tags], tags))
+
+
+def path_score(scores, path, start, transitions, end) -> torch.Tensor:
+    total = start[path[0]] + scores[0, path[0]] + end[path[-1]]
+    for t in range(1, len(path)):
+        total = total + transitions[path[t - 1], path[t]] + scores[t, path[t]]
+    return total
+
+
+def all_paths(length: int):
+    return itertools.product(range(len(TAGS)), repeat=length)
+
+
+def test_bio_constraints_allow_exactly_the_valid_pairs() -> None:
+    allowed_start, allowed = bio_constraints(TAGS)
+    assert allowed_start.tolist() == [True, True, False, True, False]
+    for i, previous in enumerate(TAGS):
+        for j, following in enumerate(TAGS):
+            assert bool(allowed[i, j]) == may_follow(previous, following), (previous, following)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_viterbi_finds_the_best_valid_path(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    length = 4
+    scores = torch.randn(1, length, len(TAGS), generator=generator) * 3
+    allowed_start, allowed = bio_constraints(TAGS)
+    start, transitions = penalties(allowed_start), penalties(allowed) + torch.randn(5, 5, generator=generator)
+    end = torch.randn(len(TAGS), generator=generator)
+    best = max(
+        (p for p in all_paths(length) if is_bio_valid([TAGS[i] for i in p])),
+        key=lambda p: float(path_score(scores[0], p, start, transitions, end)),
+    )
+    decoded = viterbi(scores, torch.ones(1, length, dtype=torch.bool), start, transitions, end)
+    assert decoded[0].tolist() == list(best)
+
+
+def test_crf_partition_and_marginals_match_brute_force() -> None:
+    torch.manual_seed(1)
+    length = 4
+    crf = LinearChainCRF(len(TAGS))
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.normal_()
+    allowed_start, allowed = bio_constraints(TAGS)
+    scores = torch.randn(1, length, len(TAGS))
+    mask = torch.ones(1, length, dtype=torch.bool)
+    start, transitions = crf.constrained(allowed_start, allowed)
+    paths = list(all_paths(length))
+    totals = torch.stack([path_score(scores[0], p, start, transitions, crf.end) for p in paths])
+    log_z, _ = crf.log_partition(scores, mask, start, transitions)
+    torch.testing.assert_close(log_z[0], torch.logsumexp(totals, dim=0))
+    gold = torch.tensor([[1, 2, 0, 3]])
+    nll = crf.negative_log_likelihood(scores, gold, mask, allowed_start, allowed)
+    torch.testing.assert_close(nll[0], log_z[0] - path_score(scores[0], gold[0].tolist(), start, transitions, crf.end))
+    probabilities = torch.softmax(totals, dim=0)
+    expected = torch.zeros(length, len(TAGS))
+    for p, probability in zip(paths, probabilities):
+        for t, tag in enumerate(p):
+            expected[t, tag] += probability
+    torch.testing.assert_close(crf.marginals(scores, mask, allowed_start, allowed)[0], expected)
+    # Invalid paths carry (almost) no probability mass.
+    assert float(sum(q for p, q in zip(paths, probabilities.detach()) if not is_bio_valid([TAGS[i] for i in p]))) < 1e-6
+
+
+def make_model(decoder: str, **overrides) -> torch.nn.Module:
+    values = dict(vocab_size=30, num_tags=len(TAGS), num_intents=3, embedding_dim=8, hidden_size=6, dropout=0.0)
+    values.update(decoder=decoder, **overrides)
+    return build_tagger(TaggerConfig(**values), TAGS).eval()
+
+
+def batch_of(sentences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, sentences))
+    token_ids = torch.zeros(len(sentences), width, dtype=torch.long)
+    for row, ids in enumerate(sentences):
+        token_ids[row, : len(ids)] = torch.tensor(ids)
+    return token_ids, token_ids != 0
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_decoding_is_bio_valid_and_ignores_padding(decoder: str) -> None:
+    torch.manual_seed(2)
+    model = make_model(decoder)
+    with torch.no_grad():
+        model.tag_head.bias[[2, 4]] += 4.0  # push the arg-max towards I- tags, which need a valid lead-in
+        if model.crf is not None:
+            model.crf.transitions.normal_()
+    sentences = [[int(x) for x in torch.randint(2, 30, (n,))] for n in (9, 3, 6, 1)]
+    token_ids, mask = batch_of(sentences)
+    with torch.no_grad():
+        tag_ids, confidences = model.decode(model(token_ids, mask).tag_logits, mask)
+        for row, sentence in enumerate(sentences):
+            tags = [TAGS[i] for i in tag_ids[row, : len(sentence)].tolist()]
+            assert is_bio_valid(tags), tags
+            alone_ids, alone_mask = batch_of([sentence])
+            alone_tags, alone_confidences = model.decode(model(alone_ids, alone_mask).tag_logits, alone_mask)
+            assert alone_tags[0].tolist() == tag_ids[row, : len(sentence)].tolist()
+            torch.testing.assert_close(alone_confidences[0], confidences[row, : len(sentence)])
+    assert ((confidences > 0) & (confidences <= 1))[mask].all()
+
+
+def test_softmax_decoding_keeps_a_valid_arg_max() -> None:
+    model = make_model("softmax")
+    logits = torch.full((1, 3, len(TAGS)), -5.0)
+    logits[0, 0, 1], logits[0, 1, 2], logits[0, 2, 0] = 5.0, 5.0, 5.0  # B-city I-city O: valid already
+    tag_ids, confidences = model.decode(logits, torch.ones(1, 3, dtype=torch.bool))
+    assert tag_ids[0].tolist() == [1, 2, 0]
+    torch.testing.assert_close(confidences[0], torch.softmax(logits[0], dim=-1).amax(dim=-1))
+
+
+def test_crf_loss_trains_towards_the_gold_path() -> None:
+    torch.manual_seed(3)
+    model = make_model("crf")
+    model.train()
+    token_ids, mask = batch_of([[5, 6, 7], [8, 9]])
+    gold = torch.tensor([[1, 2, 0], [3, 4, -100]])
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        loss = model.slot_loss(model(token_ids, mask).tag_logits, gold, mask)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.1 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        tag_ids, _ = model.decode(model(token_ids, mask).tag_logits, mask)
+    assert tag_ids.masked_fill(~mask, -100).tolist() == gold.tolist()
+
+
+def test_forbidden_is_finite_and_dominates() -> None:
+    assert FORBIDDEN > -1e30 and FORBIDDEN < -1e3
+
+
+def test_character_features_ignore_padding_and_unseen_characters_map_to_unk() -> None:
+    characters = build_characters([["boston", "denver", "1200"]])
+    assert "0" in characters.index and "1" not in characters.index  # digits share one shape
+    assert encode_characters(["Zürich"], characters)[0][0] == Vocabulary.unk_id  # z unseen, ü unseen
+    torch.manual_seed(4)
+    model = make_model("softmax", char_vocab_size=len(characters), char_channels=5, char_embedding_dim=4)
+    words = [["boston", "to", "denver"], ["to", "extraordinarily", "boston", "on", "monday"]]
+    token_ids, mask = batch_of([[5, 6, 7], [6, 8, 5, 9, 10]])
+    char_ids = pad_characters([encode_characters(w, characters) for w in words])
+    assert char_ids.shape == (2, 5, len("extraordinarily"))
+    with torch.no_grad():
+        batched = model(token_ids, mask, char_ids).tag_logits
+        alone = model(token_ids[:1, :3], mask[:1, :3], pad_characters([encode_characters(words[0], characters)]))
+        features = model.characters(char_ids)
+    torch.testing.assert_close(batched[0, :3], alone.tag_logits[0], rtol=1e-5, atol=1e-6)
+    assert features[0, 3:].abs().sum() == 0  # pad words
+    assert features[0, 0].abs().sum() > 0
+    with pytest.raises(ValueError, match="char_ids"):
+        model(token_ids, mask)
+
+
+def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_path: Path) -> None:
+    from serving.predictor import Predictor, Prepared, tokenize
+    from training.cli import run_cli
+
+    data_dir = write_corpus(tmp_path / "data", {"train": 60, "valid": 20, "test": 20})
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "atis-lstm.yaml"),
+            f"--data.data_dir={data_dir}",
+            "--data.batch_size=8",
+            "--model.embedding_dim=8",
+            "--model.hidden_size=8",
+            "--model.decoder=crf",
+            "--model.char_channels=6",
+            "--model.char_embedding_dim=4",
+            "--model.intent_to_slots=true",
+            "--trainer.max_epochs=3",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+            f"--checkpoint.dirpath={tmp_path / 'checkpoints'}",
+        ]
+    )
+    assert cli.trainer.callback_metrics["val/slot_f1"] >= 0
+    loaded = load_bundle(tmp_path / "checkpoints" / "best.ckpt")
+    assert loaded.config.decoder == "crf" and loaded.config.char_channels == 6 and loaded.config.intent_to_slots
+    assert loaded.characters is not None and len(loaded.characters) == loaded.config.char_vocab_size
+    predictor = Predictor()
+    predictor.load(tmp_path / "checkpoints" / "best.ckpt")
+    predictor.start()
+    try:
+        texts = ["flights from new york to boston tomorrow", "zzyzx qwerty to denver", "boston"]
+        results = predictor.predict([Prepared(text, tokenize(text)) for text in texts])
+    finally:
+        predictor.stop()
+    for result in results:
+        tags = [word["tag"] for word in result["words"]]
+        assert all(is_valid_tag(tag) for tag in tags) and is_bio_valid(tags), tags
+        assert all(0 < word["confidence"] <= 1 for word in result["words"])
