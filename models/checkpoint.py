@@ -54,7 +54,11 @@ def make_bundle(
     intents: list[str],
     metrics: dict[str, float] | None = None,
     characters: Vocabulary | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
+    """The bundle of `model`, with `state_dict` instead of the model's own weights when given (e.g.
+    averaged weights)."""
+    weights = model.state_dict() if state_dict is None else state_dict
     return {
         "characters": characters.to_list() if characters is not None else None,
         "format_version": FORMAT_VERSION,
@@ -62,7 +66,7 @@ def make_bundle(
         "vocabulary": vocabulary.to_list(),
         "slot_tags": list(slot_tags),
         "intents": list(intents),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in weights.items()},
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

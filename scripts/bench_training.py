@@ -3,6 +3,11 @@ and write median/range of test scores and wall times into docs/benchmarks.md.
 
     python scripts/bench_training.py                       # ATIS LSTM + GRU x 3 seeds, SNIPS LSTM once
     python scripts/bench_training.py --runs atis-lstm:1    # one config, one seed
+    python scripts/bench_training.py --runs atis-lstm+model.decoder=crf:3 --section ablation
+        # a config with CLI overrides (`+key=value`, each passed as `--key=value`), 3 seeds
+
+Every run's figures are appended to `<out-dir>/results.jsonl`; `--collect` rebuilds the table from
+that file for the given specs (the newest run of each spec and seed) without training again.
 
 Each run's F1 is also recomputed with seqeval from the `predictions.txt` that `test` writes, and
 the two must agree.
@@ -47,13 +52,21 @@ def seqeval_f1(predictions: Path) -> float:
     return f1_score(gold, predicted)
 
 
-def run_one(config: str, seed: int, out_dir: Path) -> dict:
-    name = f"{config}-s{seed}"
+def parse_spec(spec: str) -> tuple[str, list[str], int]:
+    """`config+key=value+...:seeds` -> (config, ["--key=value", ...], seeds)."""
+    body, _, seeds = spec.partition(":")
+    config, *overrides = body.split("+")
+    return config, [f"--{item}" for item in overrides], int(seeds or 1)
+
+
+def run_one(spec: str, seed: int, out_dir: Path) -> dict:
+    config, overrides, _ = parse_spec(spec)
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{spec.partition(':')[0]}-s{seed}")
     common = [
         sys.executable, "-m", "training", "", "--config", f"configs/{config}.yaml",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         f"--trainer.logger.init_args.save_dir={out_dir}", f"--trainer.logger.init_args.name={name}",
-        f"--checkpoint.dirpath={out_dir / name / 'checkpoints'}", f"--seed_everything={seed}",
+        f"--checkpoint.dirpath={out_dir / name / 'checkpoints'}", f"--seed_everything={seed}", *overrides,
     ]  # fmt: skip
     fit, test = list(common), list(common)
     fit[3], test[3] = "fit", "test"
@@ -70,12 +83,13 @@ def run_one(config: str, seed: int, out_dir: Path) -> dict:
     losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
     bundle = torch.load(best, map_location="cpu", weights_only=True)["slotfill_bundle"]
     result = {
-        "config": config,
+        "config": spec.partition(":")[0],
         "seed": seed,
         "test_slot_f1": 100 * float(test_row["test/slot_f1"]),
         "test_intent_accuracy": 100 * float(test_row["test/intent_accuracy"]),
         "test_sentence_accuracy": 100 * float(test_row["test/sentence_accuracy"]),
         "seqeval_slot_f1": 100 * seqeval_f1(out_dir / name / "test" / "predictions.txt"),
+        "val_slot_f1": 100 * max(val)[0],
         "best_epoch": max(val)[1],
         "epochs": len(val),
         "train_epoch_seconds": statistics.median(epoch_seconds),
@@ -86,7 +100,26 @@ def run_one(config: str, seed: int, out_dir: Path) -> dict:
     if abs(result["seqeval_slot_f1"] - result["test_slot_f1"]) > 1e-4:
         raise SystemExit(f"{name}: reported F1 {result['test_slot_f1']} != seqeval {result['seqeval_slot_f1']}")
     print(json.dumps(result), flush=True)
+    with open(out_dir / "results.jsonl", "a") as handle:
+        handle.write(json.dumps(result) + "\n")
     return result
+
+
+def collect(specs: list[str], out_dir: Path) -> list[dict]:
+    """The newest recorded run of each spec's seeds, from `<out-dir>/results.jsonl`."""
+    newest = {}
+    for line in (out_dir / "results.jsonl").read_text().splitlines():
+        run = json.loads(line)
+        newest[(run["config"], run["seed"])] = run
+    results = []
+    for spec in specs:
+        _, _, seeds = parse_spec(spec)
+        for seed in range(1, seeds + 1):
+            key = (spec.partition(":")[0], seed)
+            if key not in newest:
+                raise SystemExit(f"no recorded run for {key[0]} seed {seed} in {out_dir / 'results.jsonl'}")
+            results.append(newest[key])
+    return results
 
 
 def spread(values: list[float], digits: int = 2) -> str:
@@ -95,9 +128,9 @@ def spread(values: list[float], digits: int = 2) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| config | seeds | test slot F1 | intent acc % | sentence acc % | s / train epoch | fit wall s | best epoch "
-        "| parameters | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | seeds | test slot F1 | intent acc % | sentence acc % | val slot F1 | s / train epoch | fit wall s "
+        "| best epoch | parameters | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == config]
@@ -105,6 +138,7 @@ def table(results: list[dict]) -> str:
             f"| {config} | {len(runs)} | {spread([r['test_slot_f1'] for r in runs])} "
             f"| {spread([r['test_intent_accuracy'] for r in runs])} "
             f"| {spread([r['test_sentence_accuracy'] for r in runs])} "
+            f"| {spread([r['val_slot_f1'] for r in runs]) if all('val_slot_f1' in r for r in runs) else '—'} "
             f"| {spread([r['train_epoch_seconds'] for r in runs], 1)} "
             f"| {spread([r['fit_wall_seconds'] for r in runs], 0)} "
             f"| {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['parameters']:,} "
@@ -116,16 +150,18 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["atis-lstm:3", "atis-gru:3", "snips-lstm:1"],
-                        help="config:seeds pairs (config = a file in configs/ without .yaml)")  # fmt: skip
+                        help="config[+key=value...]:seeds (config = a file in configs/ without .yaml)")  # fmt: skip
     parser.add_argument("--out-dir", default="runs/bench", help="where runs write logs and checkpoints")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--section", default="training-bench", help="marker of the docs/benchmarks.md section")
+    parser.add_argument("--collect", action="store_true", help="table from results.jsonl; train nothing")
     args = parser.parse_args()
-    results = []
-    for spec in args.runs:
-        config, _, seeds = spec.partition(":")
-        for seed in range(1, int(seeds or 1) + 1):
-            results.append(run_one(config, seed, REPO / args.out_dir))
+    out_dir = REPO / args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        results = collect(args.runs, out_dir)
+    else:
+        results = [run_one(spec, seed, out_dir) for spec in args.runs for seed in range(1, parse_spec(spec)[2] + 1)]
     body = (
         f"{table(results)}\n\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}; "

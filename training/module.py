@@ -227,8 +227,12 @@ class SlotTaggerModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        # The bundle takes the weights this checkpoint saves, which a weight-averaging callback (it runs
+        # first) may have replaced with the averaged ones.
+        prefix = "model."
+        weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         checkpoint[BUNDLE_KEY] = make_bundle(
-            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters
+            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters, weights
         )
 
 
