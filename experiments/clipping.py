@@ -94,7 +94,7 @@ def run(
     subset = f"first {train_limit} training sentences" if train_limit else "all 4,478 training sentences"
     figure.suptitle(f"Elman BiRNN tagger on ATIS ({subset}, {epochs} epochs, batch 16, plain SGD, seed {seed})")
     figure.tight_layout()
-    save_figure(figure, out / "clipping.png")
+    save_figure(figure, out / "clipping.png", dpi=90)
 
     for item in runs:  # keep the JSON small: every k-th step of the per-step series
         stride = log_every(len(item["loss"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -18,6 +19,7 @@ matplotlib.use("Agg")  # files only; never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO / "docs" / "figures"
@@ -76,9 +78,12 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def save_figure(figure: plt.Figure, path: Path, dpi: int = 100) -> Path:
-    """PNG at a small dpi so committed figures stay well under 200 KB."""
-    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    """PNG at a small dpi, reduced to a 256-colour palette, so committed figures stay under 200 KB."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(figure)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
     return path
 
 

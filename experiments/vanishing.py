@@ -130,7 +130,7 @@ def run(
         f"hidden {hidden_size}, mean over 256 sequences)"
     )
     figure.tight_layout()
-    save_figure(figure, out / "vanishing.png")
+    save_figure(figure, out / "vanishing.png", dpi=85)
 
     summary = {}
     for cell, item in results.items():
