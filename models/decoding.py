@@ -76,6 +76,16 @@ def viterbi(
     return torch.stack(path, dim=1).masked_fill(~mask, 0)
 
 
+def _log_matmul(log_values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """log(exp(log_values) @ weights) for (B, K) log-values and (K, K) non-negative weights, scaled
+    so nothing overflows: one matrix product instead of a log-sum-exp over a (B, K, K) tensor, which
+    makes the CRF several times faster on CPU. Underflow to 0 is clamped (a path that improbable
+    does not matter)."""
+    shift = log_values.amax(dim=1, keepdim=True)
+    product = torch.exp(log_values - shift) @ weights
+    return torch.log(product.clamp_min(torch.finfo(product.dtype).tiny)) + shift
+
+
 class LinearChainCRF(nn.Module):
     """Transition, start and end scores over K tags, with the BIO constraints built in.
 
@@ -94,10 +104,11 @@ class LinearChainCRF(nn.Module):
 
     def log_partition(self, scores: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor):
         """log Z (B,) and the forward log-scores alpha (B, T, K)."""
+        weights = transitions.exp()  # forbidden transitions: exactly 0
         alpha = start + scores[:, 0]
         alphas = [alpha]
         for t in range(1, scores.size(1)):
-            step = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + scores[:, t]
+            step = _log_matmul(alpha, weights) + scores[:, t]
             alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
             alphas.append(alpha)
         return torch.logsumexp(alpha + self.end, dim=1), torch.stack(alphas, dim=1)
@@ -120,10 +131,11 @@ class LinearChainCRF(nn.Module):
         """p(tag_t = k | words) for every word, (B, T, K), by forward-backward."""
         start, transitions = self.constrained(allowed_start, allowed)
         log_z, alphas = self.log_partition(scores, mask, start, transitions)
+        weights = transitions.exp().t()
         beta = self.end.expand(scores.size(0), -1)
         betas = [beta]
         for t in range(scores.size(1) - 2, -1, -1):
-            step = torch.logsumexp(transitions + (scores[:, t + 1] + beta).unsqueeze(1), dim=2)
+            step = _log_matmul(scores[:, t + 1] + beta, weights)
             beta = torch.where(mask[:, t + 1].unsqueeze(1), step, beta)
             betas.append(beta)
         betas.reverse()
