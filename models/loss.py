@@ -19,8 +19,17 @@ def slot_loss(tag_logits: torch.Tensor, tag_ids: torch.Tensor) -> torch.Tensor:
     return per_word.sum(dim=1).mean()
 
 
-def intent_loss(intent_logits: torch.Tensor, intent_ids: torch.Tensor) -> torch.Tensor:
-    """Mean intent cross-entropy over the batch; (B, I) logits, (B,) ids -> scalar."""
-    if bool((intent_ids == IGNORE_INDEX).all()):
+def intent_loss(
+    intent_logits: torch.Tensor, intent_ids: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Intent cross-entropy over the batch; (B, I) logits, (B,) ids -> scalar. The mean over the
+    sentences, or with (I,) `class_weights` each sentence's term times its intent's weight, summed
+    and divided by the number of sentences (not by the weights' sum, which would undo them within a
+    batch of one intent)."""
+    known = intent_ids != IGNORE_INDEX
+    if not bool(known.any()):
         return intent_logits.sum() * 0.0
-    return F.cross_entropy(intent_logits, intent_ids, ignore_index=IGNORE_INDEX)
+    per_sentence = F.cross_entropy(intent_logits, intent_ids, ignore_index=IGNORE_INDEX, reduction="none")
+    if class_weights is not None:
+        per_sentence = per_sentence * class_weights[intent_ids.clamp(min=0)]
+    return per_sentence[known].mean()

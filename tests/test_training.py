@@ -159,3 +159,20 @@ def test_weight_averaging_puts_the_average_in_the_checkpoint_and_its_bundle(tmp_
     assert torch.equal(checkpoint["slotfill_bundle"]["state_dict"]["tag_head.weight"], averaged)
     loaded = load_bundle(tmp_path / "checkpoints" / "last.ckpt")
     assert torch.equal(loaded.model.tag_head.weight, averaged)
+
+
+def test_intent_balance_weights_rare_intents_up_with_mean_one() -> None:
+    from models.loss import IGNORE_INDEX, intent_loss
+    from training.module import intent_class_weights
+
+    assert intent_class_weights([90, 10], 0.0) is None
+    weights = intent_class_weights([90, 10], 1.0)
+    assert float(weights[1] / weights[0]) == pytest.approx(9.0)
+    assert float((weights * torch.tensor([90.0, 10.0])).sum() / 100) == pytest.approx(1.0)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    ids = torch.tensor([0, 1, IGNORE_INDEX])
+    plain = torch.nn.functional.cross_entropy(logits[:2], ids[:2], reduction="none")
+    assert float(intent_loss(logits, ids)) == pytest.approx(float(plain.mean()))
+    assert float(intent_loss(logits, ids, weights)) == pytest.approx(float((plain * weights).mean()))
+    with pytest.raises(ValueError, match="intent_balance"):
+        intent_class_weights([3, 0], 0.5)

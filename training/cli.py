@@ -51,6 +51,7 @@ class SlotfillCLI(LightningCLI):
         )
         parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
+        parser.link_arguments("data.intent_counts", "model.intent_counts", apply_on="instantiate")
 
 
 def run_cli(args: list[str]) -> SlotfillCLI:

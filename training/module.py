@@ -37,6 +37,10 @@ class SlotTaggerModule(pl.LightningModule):
         char_channels, char_embedding_dim, char_kernel: the character CNN (0 channels: off).
         intent_to_slots: feed the predicted intent distribution to every word's tag scores.
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
+        intent_counts: training sentences per intent, linked from the data module.
+        intent_balance: 0 treats every sentence alike; b > 0 weights each intent's cross-entropy by
+            (count / largest count) ** -b (1: inverse frequency), normalised so that the mean weight
+            over the training sentences is 1, to help the rare intents.
         lr, weight_decay: Adam's.
         lr_schedule: `constant`, or `cosine` decay to zero over `trainer.max_epochs`.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
@@ -64,6 +68,8 @@ class SlotTaggerModule(pl.LightningModule):
         char_kernel: int = 3,
         intent_to_slots: bool = False,
         intent_loss_weight: float = 1.0,
+        intent_counts: list[int] | None = None,
+        intent_balance: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -99,6 +105,7 @@ class SlotTaggerModule(pl.LightningModule):
             intent_to_slots=intent_to_slots,
         )
         self.model = build_tagger(self.config, self.slot_tags)
+        self.register_buffer("intent_weights", intent_class_weights(intent_counts, intent_balance), persistent=False)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
         self.intent_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
         self.sentence_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
@@ -124,7 +131,8 @@ class SlotTaggerModule(pl.LightningModule):
         batch_size = batch["token_ids"].size(0)
         loss = self.model.slot_loss(output.tag_logits, batch["tag_ids"], batch["mask"])
         if output.intent_logits is not None:
-            loss = loss + self.hparams.intent_loss_weight * intent_loss(output.intent_logits, batch["intent_ids"])
+            intent_term = intent_loss(output.intent_logits, batch["intent_ids"], self.intent_weights)
+            loss = loss + self.hparams.intent_loss_weight * intent_term
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=on_step, on_step=on_step, on_epoch=True)
         if stage in self.span_f1:
@@ -234,6 +242,18 @@ class SlotTaggerModule(pl.LightningModule):
         checkpoint[BUNDLE_KEY] = make_bundle(
             self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters, weights
         )
+
+
+def intent_class_weights(counts: list[int] | None, balance: float) -> torch.Tensor | None:
+    """Per-intent loss weights (count / max) ** -balance, mean 1 over the training sentences; None
+    when balance is 0."""
+    if balance == 0.0:
+        return None
+    if balance < 0 or not counts or min(counts) < 1:
+        raise ValueError("intent_balance needs balance > 0 and a positive count for every intent")
+    frequency = torch.tensor(counts, dtype=torch.float)
+    weights = (frequency / frequency.max()) ** -balance
+    return weights * frequency.sum() / (weights * frequency).sum()
 
 
 def write_conlleval_file(path: Path, rows: list[tuple]) -> None:
