@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,10 @@ class ServingState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Each torch op lets go of the GIL; taking it back waits for the event loop's thread to yield,
+        # by default after up to 5 ms. A shorter interval keeps the inference thread's forward passes
+        # from stretching under load (docs/benchmarks.md). Process-wide, set once per worker.
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
         self.load_error: str | None = None  # why the checkpoint could not be loaded at start-up
         self.predictor = Predictor(
             torch_threads=settings.torch_threads,

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=100.0, description="how long the inference worker waits for more requests to join a batch"
     )
 
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Python's thread switch interval (sys.setswitchinterval; Python's default is 5 ms): how "
+        "long the event loop may hold the GIL before the inference thread gets it back",
+    )
+
     max_chars: int = Field(1000, ge=1, description="most characters in one text")
     max_words: int = Field(200, ge=1, description="most words in one text")
     max_batch_items: int = Field(64, ge=1, description="most items in one /v1/tag/batch request")

@@ -279,3 +279,14 @@ def test_reload_with_requests_in_flight(served_checkpoint: Path, all_o_checkpoin
             assert tags == ["O"] * len(tags)
     assert len(versions) == 2
     assert answers[-1][1]["model"]["version"] != old_version
+
+
+def test_the_gil_switch_interval_setting_is_applied(tiny_checkpoint) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        make_client(tiny_checkpoint, gil_switch_interval_ms=2.5)
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+    finally:
+        sys.setswitchinterval(before)
