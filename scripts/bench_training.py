@@ -3,8 +3,8 @@ and write median/range of test scores and wall times into docs/benchmarks.md.
 
     python scripts/bench_training.py                       # ATIS LSTM + GRU x 3 seeds, SNIPS LSTM once
     python scripts/bench_training.py --runs atis-lstm:1    # one config, one seed
-    python scripts/bench_training.py --runs atis-lstm+model.decoder=crf:3 --section ablation
-        # a config with CLI overrides (`+key=value`, each passed as `--key=value`), 3 seeds
+    python scripts/bench_training.py --runs "atis-lstm:3 --model.decoder=crf" --section ablation
+        # a config with CLI overrides (passed on to the CLI as they are), 3 seeds
 
 Every run's figures are appended to `<out-dir>/results.jsonl`; `--collect` rebuilds the table from
 that file for the given specs (the newest run of each spec and seed) without training again.
@@ -53,15 +53,22 @@ def seqeval_f1(predictions: Path) -> float:
 
 
 def parse_spec(spec: str) -> tuple[str, list[str], int]:
-    """`config+key=value+...:seeds` -> (config, ["--key=value", ...], seeds)."""
-    body, _, seeds = spec.partition(":")
-    config, *overrides = body.split("+")
-    return config, [f"--{item}" for item in overrides], int(seeds or 1)
+    """`config[:seeds] [--key=value ...]` -> (config, ["--key=value", ...], seeds)."""
+    head, *overrides = spec.split()
+    config, _, seeds = head.partition(":")
+    return config, overrides, int(seeds or 1)
 
 
-def run_one(spec: str, seed: int, out_dir: Path) -> dict:
+def spec_label(spec: str) -> str:
+    """The spec without its seed count: how the tables and results.jsonl name a configuration."""
     config, overrides, _ = parse_spec(spec)
-    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{spec.partition(':')[0]}-s{seed}")
+    return " ".join([config, *overrides])
+
+
+def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
+    """Train and test one seed; None (after printing why) when the run fails."""
+    config, overrides, _ = parse_spec(spec)
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{spec_label(spec)}-s{seed}")
     common = [
         sys.executable, "-m", "training", "", "--config", f"configs/{config}.yaml",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
@@ -71,11 +78,15 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict:
     fit, test = list(common), list(common)
     fit[3], test[3] = "fit", "test"
     started = time.perf_counter()
-    subprocess.run([*fit, "--trainer.logger.init_args.version=fit"], cwd=REPO, check=True, capture_output=True)
-    fit_seconds = time.perf_counter() - started
     best = out_dir / name / "checkpoints" / "best.ckpt"
-    subprocess.run([*test, "--trainer.logger.init_args.version=test", f"--ckpt_path={best}"], cwd=REPO, check=True,
-                   capture_output=True)  # fmt: skip
+    try:
+        subprocess.run([*fit, "--trainer.logger.init_args.version=fit"], cwd=REPO, check=True, capture_output=True)
+        fit_seconds = time.perf_counter() - started
+        subprocess.run([*test, "--trainer.logger.init_args.version=test", f"--ckpt_path={best}"], cwd=REPO,
+                       check=True, capture_output=True)  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        print(f"{name}: failed ({error.returncode}):\n{error.stderr.decode(errors='replace')[-2000:]}", flush=True)
+        return None
     fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
     val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
@@ -83,7 +94,7 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict:
     losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
     bundle = torch.load(best, map_location="cpu", weights_only=True)["slotfill_bundle"]
     result = {
-        "config": spec.partition(":")[0],
+        "config": spec_label(spec),
         "seed": seed,
         "test_slot_f1": 100 * float(test_row["test/slot_f1"]),
         "test_intent_accuracy": 100 * float(test_row["test/intent_accuracy"]),
@@ -115,7 +126,7 @@ def collect(specs: list[str], out_dir: Path) -> list[dict]:
     for spec in specs:
         _, _, seeds = parse_spec(spec)
         for seed in range(1, seeds + 1):
-            key = (spec.partition(":")[0], seed)
+            key = (spec_label(spec), seed)
             if key not in newest:
                 raise SystemExit(f"no recorded run for {key[0]} seed {seed} in {out_dir / 'results.jsonl'}")
             results.append(newest[key])
@@ -150,7 +161,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["atis-lstm:3", "atis-gru:3", "snips-lstm:1"],
-                        help="config[+key=value...]:seeds (config = a file in configs/ without .yaml)")  # fmt: skip
+                        help="'config[:seeds] [--key=value ...]', config: a file in configs/ minus .yaml")  # fmt: skip
     parser.add_argument("--out-dir", default="runs/bench", help="where runs write logs and checkpoints")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--section", default="training-bench", help="marker of the docs/benchmarks.md section")
@@ -161,7 +172,8 @@ def main() -> None:
     if args.collect:
         results = collect(args.runs, out_dir)
     else:
-        results = [run_one(spec, seed, out_dir) for spec in args.runs for seed in range(1, parse_spec(spec)[2] + 1)]
+        runs = [run_one(spec, seed, out_dir) for spec in args.runs for seed in range(1, parse_spec(spec)[2] + 1)]
+        results = [run for run in runs if run is not None]
     body = (
         f"{table(results)}\n\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}; "
