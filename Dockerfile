@@ -24,7 +24,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SLOTFILL_HOST=0.0.0.0 \
     SLOTFILL_PORT=8000 \
-    SLOTFILL_CHECKPOINT=/app/checkpoints/atis-lstm/best.ckpt
+    SLOTFILL_CHECKPOINT=/app/checkpoints/atis-best/best.ckpt
 USER slotfill
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-m", "serving.healthcheck"]

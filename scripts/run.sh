@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-CONFIG=${SLOTFILL_CONFIG:-configs/atis-lstm.yaml}
-CHECKPOINT=${SLOTFILL_CHECKPOINT:-checkpoints/atis-lstm/best.ckpt}
+CONFIG=${SLOTFILL_CONFIG:-configs/atis-best.yaml}
+CHECKPOINT=${SLOTFILL_CHECKPOINT:-checkpoints/atis-best/best.ckpt}
 if [ ! -f "$CHECKPOINT" ]; then
   .venv/bin/python -m training fit --config "$CONFIG"
   .venv/bin/python -m training test --config "$CONFIG" --ckpt_path "$CHECKPOINT"

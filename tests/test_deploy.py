@@ -47,7 +47,10 @@ def test_compose_file_is_valid_and_wires_train_to_api() -> None:
     api_mount = volume_mount(api, "checkpoints")
     train_mount = volume_mount(train, "checkpoints")
     assert api_mount == ("/app/checkpoints", True) and train_mount == ("/app/checkpoints", False)
-    shipped = yaml.safe_load((REPO / "configs" / "atis-lstm.yaml").read_text())
+    # The train service trains the best ATIS configuration, whose checkpoint the api serves.
+    config_path = train["command"][train["command"].index("--config") + 1]
+    assert config_path == "configs/atis-best.yaml"
+    shipped = yaml.safe_load((REPO / config_path).read_text())
     expected = f"/app/{shipped['checkpoint']['dirpath']}/best.ckpt"
     assert api["environment"]["SLOTFILL_CHECKPOINT"] == expected
 
