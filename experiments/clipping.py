@@ -10,7 +10,16 @@ import matplotlib.pyplot as plt
 import torch
 
 from experiments.atis import TrainSettings, load_data, make_tagger, train
-from experiments.common import DATA_DIR, base_parser, log_every, run_info, save_figure, start, window_max, write_json
+from experiments.common import (
+    DATA_DIR,
+    base_parser,
+    run_info,
+    save_figure,
+    start,
+    thin_series,
+    window_max,
+    write_json,
+)
 
 SETTINGS = (("none", None), ("value", "value_threshold"), ("norm", "norm_threshold"))
 
@@ -96,12 +105,7 @@ def run(
     figure.tight_layout()
     save_figure(figure, out / "clipping.png", dpi=90)
 
-    for item in runs:  # keep the JSON small: every k-th step of the per-step series
-        stride = log_every(len(item["loss"]))
-        for key in ("loss", "grad_norm", "grad_max"):
-            item[f"{key}_max"] = max(item[key]) if item[key] else None
-            item[key] = item[key][::stride]
-        item["series_stride"] = stride
+    thin_series(runs)
     return {"train_sentences": len(data.train_examples), "epochs": epochs, "runs": runs}
 
 

@@ -97,3 +97,14 @@ def window_max(values: list[float], points: int = 300) -> tuple[list[int], list[
     size = max(1, math.ceil(len(values) / points))
     steps = list(range(0, len(values), size))
     return steps, [max(values[i : i + size]) for i in steps]
+
+
+def thin_series(runs: list[dict[str, Any]]) -> None:
+    """Keep the JSON small: each run's per-step `loss`, `grad_norm`, `grad_max` keep every k-th step
+    (k in `series_stride`), and their maxima over all steps in `<key>_max`."""
+    for item in runs:
+        stride = log_every(len(item["loss"]))
+        for key in ("loss", "grad_norm", "grad_max"):
+            item[f"{key}_max"] = max(item[key]) if item[key] else None
+            item[key] = item[key][::stride]
+        item["series_stride"] = stride

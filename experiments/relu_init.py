@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from experiments.atis import TrainSettings, load_data, make_tagger, train
-from experiments.common import DATA_DIR, base_parser, log_every, run_info, save_figure, start, window_max, write_json
+from experiments.common import (
+    DATA_DIR,
+    base_parser,
+    run_info,
+    save_figure,
+    start,
+    thin_series,
+    window_max,
+    write_json,
+)
 from models.tagger import RecurrentTagger
 
 # name -> (cell in models.tagger.CELLS, re-initialise the recurrent layers with torch's default)
@@ -85,12 +94,7 @@ def run(out: Path, data_dir: Path, train_limit: int | None, epochs: int, recipes
     figure.tight_layout()
     save_figure(figure, out / "relu_init.png")
 
-    for item in runs:
-        stride = log_every(len(item["loss"]))
-        for key in ("loss", "grad_norm", "grad_max"):
-            item[f"{key}_max"] = max(item[key]) if item[key] else None
-            item[key] = item[key][::stride]
-        item["series_stride"] = stride
+    thin_series(runs)
     return {"train_sentences": len(data.train_examples), "epochs": epochs, "runs": runs}
 
 

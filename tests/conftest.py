@@ -100,3 +100,16 @@ def shared_atis() -> Path:
     if not (path / "train" / "seq.in").is_file():
         pytest.fail(f"ATIS data not found at {path}; see README (data) — CI makes ../shared/data available")
     return path
+
+
+def tiny_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    """CLI arguments for a seconds-long run of the shipped LSTM config on `data_dir`, writing under `root`."""
+    return [
+        "--config", str(REPO / "configs" / "atis-lstm.yaml"),
+        f"--data.data_dir={data_dir}", "--data.batch_size=8",
+        "--model.embedding_dim=8", "--model.hidden_size=8",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+        f"--checkpoint.dirpath={root / 'checkpoints'}",
+        *extra,
+    ]  # fmt: skip

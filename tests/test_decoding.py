@@ -14,7 +14,7 @@ from models.decoding import FORBIDDEN, LinearChainCRF, bio_constraints, penaltie
 from models.spans import is_valid_tag
 from models.tagger import TaggerConfig, build_tagger
 from models.vocab import Vocabulary, build_characters, encode_characters, pad_characters
-from tests.conftest import REPO, write_corpus
+from tests.conftest import tiny_args, write_corpus
 
 TAGS = ["O", "B-city", "I-city", "B-date", "I-date"]
 
@@ -189,21 +189,11 @@ def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_pa
     cli = run_cli(
         [
             "fit",
-            "--config",
-            str(REPO / "configs" / "atis-lstm.yaml"),
-            f"--data.data_dir={data_dir}",
-            "--data.batch_size=8",
-            "--model.embedding_dim=8",
-            "--model.hidden_size=8",
+            *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=3"),
             "--model.decoder=crf",
             "--model.char_channels=6",
             "--model.char_embedding_dim=4",
             "--model.intent_to_slots=true",
-            "--trainer.max_epochs=3",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-            f"--checkpoint.dirpath={tmp_path / 'checkpoints'}",
         ]
     )
     assert cli.trainer.callback_metrics["val/slot_f1"] >= 0

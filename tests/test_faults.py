@@ -15,23 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import write_corpus
+from tests.conftest import tiny_args, write_corpus
 from training.cli import run_cli
 from training.module import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "atis-lstm.yaml"),
-        f"--data.data_dir={data_dir}", "--data.batch_size=8",
-        "--model.embedding_dim=8", "--model.hidden_size=8",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        f"--trainer.logger.init_args.save_dir={root / 'runs'}",
-        f"--checkpoint.dirpath={root / 'checkpoints'}",
-        *extra,
-    ]  # fmt: skip
 
 
 def digest(path: Path) -> str:

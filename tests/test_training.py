@@ -131,25 +131,15 @@ def test_predict_writes_json_lines(atis_run, tmp_path) -> None:
 
 
 def test_weight_averaging_puts_the_average_in_the_checkpoint_and_its_bundle(tmp_path: Path) -> None:
-    from tests.conftest import write_corpus
+    from tests.conftest import tiny_args, write_corpus
 
     data_dir = write_corpus(tmp_path / "data", {"train": 40, "valid": 10, "test": 10})
     run_cli(
         [
             "fit",
-            "--config",
-            str(REPO / "configs" / "atis-lstm.yaml"),
-            f"--data.data_dir={data_dir}",
-            "--data.batch_size=8",
-            "--model.embedding_dim=8",
-            "--model.hidden_size=8",
-            "--trainer.max_epochs=2",
+            *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=2"),
             "--trainer.callbacks+=training.callbacks.ExponentialWeightAveraging",
             "--trainer.callbacks.decay=0.9",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-            f"--checkpoint.dirpath={tmp_path / 'checkpoints'}",
         ]
     )
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
