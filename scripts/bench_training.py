@@ -4,7 +4,7 @@ and write median/range of test scores and wall times into docs/benchmarks.md.
     python scripts/bench_training.py                       # ATIS LSTM + GRU x 3 seeds, SNIPS LSTM once
     python scripts/bench_training.py --runs atis-lstm:1    # one config, one seed
     python scripts/bench_training.py --runs "atis-lstm:3 --model.decoder=crf" --section ablation
-        # a config with CLI overrides (passed on to the CLI as they are), 3 seeds
+        # a config with CLI overrides (passed on to the CLI as they are), seeds 1-3 (`:2-3`: seeds 2 and 3)
 
 Every run's figures are appended to `<out-dir>/results.jsonl`; `--collect` rebuilds the table from
 that file for the given specs (the newest run of each spec and seed) without training again.
@@ -52,11 +52,13 @@ def seqeval_f1(predictions: Path) -> float:
     return f1_score(gold, predicted)
 
 
-def parse_spec(spec: str) -> tuple[str, list[str], int]:
-    """`config[:seeds] [--key=value ...]` -> (config, ["--key=value", ...], seeds)."""
+def parse_spec(spec: str) -> tuple[str, list[str], list[int]]:
+    """`config[:seeds] [--key=value ...]` -> (config, ["--key=value", ...], seeds); seeds is N (seeds
+    1..N) or A-B (seeds A..B)."""
     head, *overrides = spec.split()
     config, _, seeds = head.partition(":")
-    return config, overrides, int(seeds or 1)
+    first, _, last = (seeds or "1").partition("-")
+    return config, overrides, list(range(int(first), int(last) + 1)) if last else list(range(1, int(first) + 1))
 
 
 def spec_label(spec: str) -> str:
@@ -125,7 +127,7 @@ def collect(specs: list[str], out_dir: Path) -> list[dict]:
     results = []
     for spec in specs:
         _, _, seeds = parse_spec(spec)
-        for seed in range(1, seeds + 1):
+        for seed in seeds:
             key = (spec_label(spec), seed)
             if key not in newest:
                 raise SystemExit(f"no recorded run for {key[0]} seed {seed} in {out_dir / 'results.jsonl'}")
@@ -172,7 +174,7 @@ def main() -> None:
     if args.collect:
         results = collect(args.runs, out_dir)
     else:
-        runs = [run_one(spec, seed, out_dir) for spec in args.runs for seed in range(1, parse_spec(spec)[2] + 1)]
+        runs = [run_one(spec, seed, out_dir) for spec in args.runs for seed in parse_spec(spec)[2]]
         results = [run for run in runs if run is not None]
     body = (
         f"{table(results)}\n\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
