@@ -21,6 +21,7 @@ import json
 import math
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -147,6 +148,7 @@ def table(results: list[dict]) -> str:
     ]
     for config in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == config]
+        parameters = f"{runs[0]['parameters']:,}" if "parameters" in runs[0] else "—"  # older records lack it
         lines.append(
             f"| {config} | {len(runs)} | {spread([r['test_slot_f1'] for r in runs])} "
             f"| {spread([r['test_intent_accuracy'] for r in runs])} "
@@ -154,8 +156,8 @@ def table(results: list[dict]) -> str:
             f"| {spread([r['val_slot_f1'] for r in runs]) if all('val_slot_f1' in r for r in runs) else '—'} "
             f"| {spread([r['train_epoch_seconds'] for r in runs], 1)} "
             f"| {spread([r['fit_wall_seconds'] for r in runs], 0)} "
-            f"| {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['parameters']:,} "
-            f"| {'yes' if any(r['diverged'] for r in runs) else 'no'} |"
+            f"| {', '.join(str(r['best_epoch']) for r in runs)} | {parameters} "
+            f"| {'yes' if any(r.get('diverged') for r in runs) else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--section", default="training-bench", help="marker of the docs/benchmarks.md section")
     parser.add_argument("--collect", action="store_true", help="table from results.jsonl; train nothing")
+    parser.add_argument("--note", default="", help="a line to add under the table (e.g. how the runs shared the CPU)")
     args = parser.parse_args()
     out_dir = REPO / args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,10 +180,14 @@ def main() -> None:
         runs = [run_one(spec, seed, out_dir) for spec in args.runs for seed in parse_spec(spec)[2]]
         results = [run for run in runs if run is not None]
     body = (
-        f"{table(results)}\n\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{table(results)}\n\nMachine: {platform.machine()}, "
+        f"{'' if args.collect else f'{torch.get_num_threads()} torch threads, '}"
         f"torch {torch.__version__}, Python {platform.python_version()}; "
-        f"run {time.strftime('%Y-%m-%d')} with `python scripts/bench_training.py {' '.join(sys.argv[1:])}`.\n"
-        "Per-run figures:\n\n```\n" + "\n".join(json.dumps(r) for r in results) + "\n```"
+        f"run {time.strftime('%Y-%m-%d')} with `python scripts/bench_training.py {shlex.join(sys.argv[1:])}`.\n"
+        + (f"{args.note}\n" if args.note else "")
+        + "Per-run figures:\n\n```\n"
+        + "\n".join(json.dumps(r) for r in results)
+        + "\n```"
     )
     print(body)
     if not args.no_doc and DOC.is_file():
