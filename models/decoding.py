@@ -102,7 +102,9 @@ class LinearChainCRF(nn.Module):
     def constrained(self, allowed_start: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.start + penalties(allowed_start), self.transitions + penalties(allowed)
 
-    def log_partition(self, scores: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor):
+    def log_partition(
+        self, scores: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """log Z (B,) and the forward log-scores alpha (B, T, K)."""
         weights = transitions.exp()  # forbidden transitions: exactly 0
         alpha = start + scores[:, 0]
@@ -114,7 +116,12 @@ class LinearChainCRF(nn.Module):
         return torch.logsumexp(alpha + self.end, dim=1), torch.stack(alphas, dim=1)
 
     def negative_log_likelihood(
-        self, scores: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, allowed_start, allowed
+        self,
+        scores: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        allowed_start: torch.Tensor,
+        allowed: torch.Tensor,
     ) -> torch.Tensor:
         """-log p(tags | words) per sentence, (B,). `tags` must be valid ids on real words."""
         start, transitions = self.constrained(allowed_start, allowed)
@@ -127,7 +134,9 @@ class LinearChainCRF(nn.Module):
         gold = start[tags[:, 0]] + emitted + moved + self.end[last]
         return log_z - gold
 
-    def marginals(self, scores: torch.Tensor, mask: torch.Tensor, allowed_start, allowed) -> torch.Tensor:
+    def marginals(
+        self, scores: torch.Tensor, mask: torch.Tensor, allowed_start: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
         """p(tag_t = k | words) for every word, (B, T, K), by forward-backward."""
         start, transitions = self.constrained(allowed_start, allowed)
         log_z, alphas = self.log_partition(scores, mask, start, transitions)
@@ -141,6 +150,9 @@ class LinearChainCRF(nn.Module):
         betas.reverse()
         return torch.exp(alphas + torch.stack(betas, dim=1) - log_z[:, None, None])
 
-    def decode(self, scores: torch.Tensor, mask: torch.Tensor, allowed_start, allowed) -> torch.Tensor:
+    def decode(
+        self, scores: torch.Tensor, mask: torch.Tensor, allowed_start: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Best BIO-valid tag ids (B, T); pads get tag 0."""
         start, transitions = self.constrained(allowed_start, allowed)
         return viterbi(scores, mask, start, transitions, self.end)
