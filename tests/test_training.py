@@ -12,6 +12,7 @@ import yaml
 from seqeval.metrics import f1_score
 
 from models.checkpoint import load_bundle
+from models.vocab import encode_characters, pad_characters
 from training.cli import main, run_cli
 from training.module import SlotTaggerModule
 
@@ -76,9 +77,13 @@ def test_fit_writes_best_and_last_with_a_bundle(atis_run) -> None:
 def test_bundle_matches_the_lightning_checkpoint(atis_run) -> None:
     module = SlotTaggerModule.load_from_checkpoint(atis_run["best"], weights_only=True).eval()
     loaded = load_bundle(atis_run["best"])
-    token_ids = torch.tensor([[5, 9, 3, 2, 0], [7, 8, 9, 10, 11]])
+    sentences = [["flights", "from", "boston", "to"], ["show", "me", "fares", "to", "denver"]]
+    token_ids = torch.tensor([loaded.vocabulary.encode(words) + [0] * (5 - len(words)) for words in sentences])
     mask = token_ids != 0
-    assert torch.equal(module(token_ids, mask).tag_logits, loaded.model(token_ids, mask).tag_logits)
+    assert loaded.characters is not None  # the shipped LSTM config reads characters
+    char_ids = pad_characters([encode_characters(words, loaded.characters) for words in sentences])
+    expected = module(token_ids, mask, char_ids).tag_logits
+    assert torch.equal(expected, loaded.model(token_ids, mask, char_ids).tag_logits)
 
 
 def test_grad_norm_is_logged_every_step_before_clipping(atis_run) -> None:

@@ -182,8 +182,8 @@ def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytes
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:2] == ["From", "B-fromloc.city_name"]
     assert "'From New York City'" in out and "[0:18]" in out
-    tag_cli.main(["--checkpoint", str(all_city_checkpoint), "--json", "boston"])
-    assert json.loads(capsys.readouterr().out)["slots"][0]["value"] == "boston"
+    tag_cli.main(["--checkpoint", str(all_city_checkpoint), "--json", "new  york"])
+    assert json.loads(capsys.readouterr().out)["slots"][0]["value"] == "new  york"
 
 
 def test_load_with_a_hot_reload_in_the_middle_loses_nothing(tiny_checkpoint: Path, all_o_checkpoint: Path) -> None:
