@@ -11,8 +11,7 @@ import torch
 
 from experiments.atis import TrainSettings, load_data, make_tagger, train
 from experiments.common import (
-    DATA_DIR,
-    base_parser,
+    atis_parser,
     run_info,
     save_figure,
     start,
@@ -110,10 +109,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--train-limit", type=int, default=None, help="first N training sentences (default: all)")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser = atis_parser(__doc__, epochs=8)
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.1, 0.3], help="SGD learning rates")
     parser.add_argument("--value-threshold", type=float, default=15.0)
     parser.add_argument("--norm-threshold", type=float, default=5.0)

@@ -36,6 +36,22 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def atis_parser(description: str, epochs: int) -> argparse.ArgumentParser:
+    """`base_parser` plus the options of the experiments that train on ATIS."""
+    parser = base_parser(description)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--train-limit", type=int, default=None, help="first N training sentences (default: all)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    return parser
+
+
+def repo_relative(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it, so recorded settings carry no
+    machine-specific prefix."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def start(args: argparse.Namespace) -> float:
     """Apply threads and seed; returns the start time for `finish`."""
     torch.set_num_threads(args.threads)
@@ -46,7 +62,7 @@ def start(args: argparse.Namespace) -> float:
 
 def run_info(module: str, args: argparse.Namespace, started: float) -> dict[str, Any]:
     """How the numbers were produced: command, settings, threads, machine, wall time."""
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+    settings = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
     return {
         "command": f"python -m {module} " + " ".join(sys.argv[1:]),
         "settings": settings,

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from experiments.atis import TrainSettings, load_data, make_tagger, train
-from experiments.common import DATA_DIR, base_parser, log_every, run_info, save_figure, start, write_json
+from experiments.common import atis_parser, log_every, run_info, save_figure, start, write_json
 from experiments.stepping import gradients_across_time
 from models.tagger import RecurrentTagger
 from training.datamodule import SlotDataModule
@@ -167,10 +167,7 @@ def run(out: Path, data_dir: Path, train_limit: int | None, epochs: int, steps: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--train-limit", type=int, default=None, help="first N training sentences (default: all)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser = atis_parser(__doc__, epochs=5)
     parser.add_argument("--steps", type=int, default=100, help="length T of the sequences for the gradient curves")
     args = parser.parse_args(argv)
     if args.tiny:

@@ -12,8 +12,7 @@ from torch import nn
 
 from experiments.atis import TrainSettings, load_data, make_tagger, train
 from experiments.common import (
-    DATA_DIR,
-    base_parser,
+    atis_parser,
     run_info,
     save_figure,
     start,
@@ -99,10 +98,7 @@ def run(out: Path, data_dir: Path, train_limit: int | None, epochs: int, recipes
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__)
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--train-limit", type=int, default=None, help="first N training sentences (default: all)")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser = atis_parser(__doc__, epochs=8)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     args = parser.parse_args(argv)
     if args.tiny:

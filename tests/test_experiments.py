@@ -180,3 +180,10 @@ def test_forget_gate_tiny(tmp_path: Path, tiny_data: Path) -> None:
         assert run["grad_h_init"][0] == pytest.approx(1.0)  # L = u·h_T with ‖u‖ = 1
     # a more open forget gate at init carries more gradient back
     assert runs["bias 5"]["grad_h_init"][-1] > runs["bias 0"]["grad_h_init"][-1]
+
+
+def test_recorded_paths_are_relative_to_the_repository(tmp_path: Path) -> None:
+    from experiments.common import DATA_DIR, repo_relative
+
+    assert repo_relative(DATA_DIR) == "data/atis"
+    assert repo_relative(tmp_path) == str(tmp_path)  # outside the repository: kept as given
