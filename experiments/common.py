@@ -48,8 +48,8 @@ def atis_parser(description: str, epochs: int) -> argparse.ArgumentParser:
 def repo_relative(path: Path) -> str:
     """`path` relative to the repository when it lies inside it, so recorded settings carry no
     machine-specific prefix."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+    absolute = Path(os.path.abspath(path))  # not resolve(): data/atis may be a link out of the repository
+    return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else str(path)
 
 
 def start(args: argparse.Namespace) -> float:
