@@ -33,6 +33,16 @@ FALLBACK = [
 ]
 
 
+def stop_server(server: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate the server process, killing it if it does not exit within `timeout` seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -205,11 +215,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from bench_serving import FALLBACK, free_port  # scripts/ is on sys.path when run as a script
+from bench_serving import FALLBACK, free_port, stop_server  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = FALLBACK  # a few ATIS-like utterances, shared with the serving benchmark
@@ -103,11 +103,7 @@ def run(checkpoint: Path, new_checkpoint: Path, workers: int = 2, duration: floa
             thread.join()
         wall = time.monotonic() - started
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, timeout=20)
         shutil.rmtree(folder, ignore_errors=True)
     ordered = sorted(latencies)
     return {
