@@ -125,7 +125,7 @@ def load_bundle(path: str | Path) -> LoadedTagger:
         config = TaggerConfig.from_dict(bundle["config"])
         vocabulary = Vocabulary(bundle["vocabulary"])
         characters = Vocabulary(bundle["characters"]) if bundle.get("characters") else None
-        model = build_tagger(config, list(bundle["slot_tags"]))
+        model = build_tagger(config, list(bundle["slot_tags"]), list(bundle["intents"]))
         model.load_state_dict(bundle["state_dict"])
     except (ValueError, TypeError, RuntimeError, KeyError) as error:
         raise CheckpointError(f"{path}: checkpoint does not rebuild a tagger: {error}") from None

@@ -83,6 +83,11 @@ class TaggerConfig:
     char_kernel: int = 3
     # Slot-intent interaction: each word's tag scores also see the predicted intent distribution.
     intent_to_slots: bool = False
+    # Multi-intent labels scored by their parts: with n > 0 the head scores the n single intents
+    # (`atis_flight`, `atis_airfare`, ...) and a label's score is the sum of its parts' scores plus its
+    # own bias, so `atis_flight#atis_airfare` (19 ATIS training sentences) shares what its parts learn
+    # from thousands. Labels stay the classes of one softmax. 0: every label has its own weights.
+    intent_parts: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -100,6 +105,8 @@ class TaggerConfig:
             raise ValueError(f"char_kernel must be odd and >= 1, got {self.char_kernel}")
         if self.intent_to_slots and not self.intent_head:
             raise ValueError("intent_to_slots needs the intent head")
+        if self.intent_parts < 0:
+            raise ValueError(f"intent_parts must be >= 0, got {self.intent_parts}")
         if self.intent_head and self.num_intents < 1:
             raise ValueError("num_intents must be >= 1 when the intent head is on")
         for name in ("dropout", "word_dropout"):
@@ -214,15 +221,32 @@ class RecurrentEncoder(nn.Module):
         return states
 
 
+def intent_part_names(intents: list[str]) -> list[str]:
+    """The single intents that the labels are made of, in first-seen order (`a#b` is made of a and b)."""
+    return list(dict.fromkeys(part for label in intents for part in label.split("#")))
+
+
+def intent_membership(intents: list[str]) -> torch.Tensor:
+    """(labels, parts) 0/1 matrix: which single intents make up each label."""
+    parts = {name: index for index, name in enumerate(intent_part_names(intents))}
+    membership = torch.zeros(len(intents), len(parts))
+    for row, label in enumerate(intents):
+        for part in set(label.split("#")):
+            membership[row, parts[part]] = 1.0
+    return membership
+
+
 class RecurrentTagger(nn.Module):
     """Embedding (+ character CNN) -> `RecurrentEncoder` -> slot scores per word; intent logits from
     pooled states. `decode` turns scores into BIO-valid tags.
 
     `slot_tags` gives the BIO constraints; without it (architecture-only uses such as benchmarks)
-    every transition is allowed.
+    every transition is allowed. `intents` is needed only when the config scores intents by parts.
     """
 
-    def __init__(self, config: TaggerConfig, slot_tags: list[str] | None = None) -> None:
+    def __init__(
+        self, config: TaggerConfig, slot_tags: list[str] | None = None, intents: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=Vocabulary.pad_id)
@@ -237,9 +261,20 @@ class RecurrentTagger(nn.Module):
         tag_input_size = states_size + (config.num_intents if config.intent_to_slots else 0)
         self.tag_head = nn.Linear(tag_input_size, config.num_tags)
         self.intent_head = None
+        self.intent_bias = None
         if config.intent_head:
             pooled_size = states_size if config.intent_pooling == "token" else 2 * states_size
-            self.intent_head = nn.Linear(pooled_size, config.num_intents)
+            self.intent_head = nn.Linear(pooled_size, config.intent_parts or config.num_intents)
+        membership = torch.zeros(0)
+        if config.intent_head and config.intent_parts:
+            if intents is None or len(intents) != config.num_intents:
+                raise ValueError("scoring intents by parts needs the model's intent list")
+            membership = intent_membership(intents)
+            if membership.size(1) != config.intent_parts:
+                raise ValueError(f"the intents have {membership.size(1)} parts; the config says {config.intent_parts}")
+            self.intent_bias = nn.Parameter(torch.zeros(config.num_intents))
+        # Rebuilt from the intent list, not saved (like the BIO constraints below).
+        self.register_buffer("intent_membership", membership, persistent=False)
         self.intent_attention = nn.Linear(states_size, 1) if config.intent_pooling == "attention" else None
         self.crf = LinearChainCRF(config.num_tags) if config.decoder == "crf" else None
         if slot_tags is not None and len(slot_tags) != config.num_tags:
@@ -314,7 +349,7 @@ class RecurrentTagger(nn.Module):
         real = mask.unsqueeze(-1)  # (B, T, 1)
         lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
         if self.config.intent_pooling == "token":
-            word_log_probs = torch.log_softmax(self.intent_head(states), dim=-1)  # (B, T, I)
+            word_log_probs = torch.log_softmax(self._intent_scores(states), dim=-1)  # (B, T, I)
             return (word_log_probs * real).sum(dim=1) / lengths
         maximum = states.masked_fill(~real, float("-inf")).amax(dim=1)
         maximum = torch.where(torch.isfinite(maximum), maximum, torch.zeros_like(maximum))
@@ -323,8 +358,18 @@ class RecurrentTagger(nn.Module):
             summary = (torch.softmax(scores, dim=1).nan_to_num(0.0) * states).sum(dim=1)
         else:
             summary = (states * real).sum(dim=1) / lengths
-        return self.intent_head(torch.cat([summary, maximum], dim=-1))
+        return self._intent_scores(torch.cat([summary, maximum], dim=-1))
+
+    def _intent_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., F) -> (..., num_intents): the head's scores, or with intent parts each label's parts'
+        scores summed plus the label's bias."""
+        scores = self.intent_head(features)
+        if self.intent_bias is None:
+            return scores
+        return scores @ self.intent_membership.T + self.intent_bias
 
 
-def build_tagger(config: TaggerConfig, slot_tags: list[str] | None = None) -> RecurrentTagger:
-    return RecurrentTagger(config, slot_tags)
+def build_tagger(
+    config: TaggerConfig, slot_tags: list[str] | None = None, intents: list[str] | None = None
+) -> RecurrentTagger:
+    return RecurrentTagger(config, slot_tags, intents)

@@ -7,7 +7,7 @@ import torch
 
 from models.checkpoint import CheckpointError, load_bundle, make_bundle, save_bundle
 from models.loss import IGNORE_INDEX, slot_loss
-from models.tagger import CELLS, TaggerConfig, build_tagger, reversal_index
+from models.tagger import CELLS, TaggerConfig, build_tagger, intent_membership, intent_part_names, reversal_index
 from models.vocab import Vocabulary
 
 
@@ -176,3 +176,47 @@ def test_word_dropout_only_in_training() -> None:
     model.train()
     model(token_ids, mask).tag_logits.sum().backward()
     assert model.embedding.weight.grad[Vocabulary.unk_id].abs().sum() > 0  # <unk> words were fed
+
+
+INTENTS = ["flight", "airfare", "flight#airfare", "airline"]
+
+
+def test_intent_membership_lists_each_labels_parts() -> None:
+    assert intent_part_names(INTENTS) == ["flight", "airfare", "airline"]
+    expected = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    assert torch.equal(intent_membership(INTENTS), expected)
+
+
+@pytest.mark.parametrize("pooling", ["meanmax", "token"])
+def test_intent_parts_score_a_combination_as_its_parts_sum(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(intent_parts=3, intent_pooling=pooling), intents=INTENTS).eval()
+    with torch.no_grad():
+        model.intent_bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.4]))
+    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
+    logits = model(token_ids, mask).intent_logits
+    assert logits.shape == (2, 4)
+    if pooling == "meanmax":  # one score per part, then each label sums its parts
+        states = model.encoder(model.embedding(token_ids), mask.sum(1))
+        real = mask.unsqueeze(-1)
+        pooled = torch.cat(
+            [(states * real).sum(1) / mask.sum(1, keepdim=True), states.masked_fill(~real, -1e9).amax(1)], -1
+        )
+        parts = model.intent_head(pooled)
+        torch.testing.assert_close(logits[:, 2] - 0.3, parts[:, 0] + parts[:, 1])
+        torch.testing.assert_close(logits[:, 3] - 0.4, parts[:, 2])
+
+
+def test_intent_parts_need_the_intent_list_and_survive_a_round_trip(tmp_path) -> None:
+    config = make_config(intent_parts=3)
+    with pytest.raises(ValueError, match="intent list"):
+        build_tagger(config)
+    with pytest.raises(ValueError, match="2 parts"):
+        build_tagger(config, intents=["a", "b", "a#b", "b#a"])
+    torch.manual_seed(0)
+    model = build_tagger(config, intents=INTENTS).eval()
+    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
+    save_bundle(make_bundle(model, vocabulary, list("OABCDEF"), INTENTS), tmp_path / "parts.pt")
+    loaded = load_bundle(tmp_path / "parts.pt")
+    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
+    assert torch.equal(model(token_ids, mask).intent_logits, loaded.model(token_ids, mask).intent_logits)

@@ -12,7 +12,7 @@ import torch
 from models.checkpoint import BUNDLE_KEY, make_bundle
 from models.loss import intent_loss
 from models.spans import bio_to_spans
-from models.tagger import TaggerConfig, build_tagger
+from models.tagger import TaggerConfig, build_tagger, intent_part_names
 from models.vocab import Vocabulary
 from training.metrics import Accuracy, SpanF1
 
@@ -36,6 +36,7 @@ class SlotTaggerModule(pl.LightningModule):
         characters: the character list, linked from the data module (used when char_channels > 0).
         char_channels, char_embedding_dim, char_kernel: the character CNN (0 channels: off).
         intent_to_slots: feed the predicted intent distribution to every word's tag scores.
+        intent_parts: score multi-intent labels (`a#b`) as the sum of their parts' scores plus a bias.
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         intent_counts: training sentences per intent, linked from the data module.
         intent_balance: 0 treats every sentence alike; b > 0 weights each intent's cross-entropy by
@@ -67,6 +68,7 @@ class SlotTaggerModule(pl.LightningModule):
         char_embedding_dim: int = 30,
         char_kernel: int = 3,
         intent_to_slots: bool = False,
+        intent_parts: bool = False,
         intent_loss_weight: float = 1.0,
         intent_counts: list[int] | None = None,
         intent_balance: float = 0.0,
@@ -103,8 +105,9 @@ class SlotTaggerModule(pl.LightningModule):
             char_embedding_dim=char_embedding_dim,
             char_kernel=char_kernel,
             intent_to_slots=intent_to_slots,
+            intent_parts=len(intent_part_names(self.intents)) if intent_parts else 0,
         )
-        self.model = build_tagger(self.config, self.slot_tags)
+        self.model = build_tagger(self.config, self.slot_tags, self.intents)
         self.register_buffer("intent_weights", intent_class_weights(intent_counts, intent_balance), persistent=False)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
         self.intent_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
