@@ -197,3 +197,21 @@ def test_broken_checkpoint_keeps_the_old_model(tiny_checkpoint: Path, tmp_path: 
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         predictor.load(tmp_path / "missing.ckpt")
     assert predictor.current is old
+
+
+def test_bench_forward_times_every_batch_size(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The pass-timing benchmark runs on any checkpoint and reports each size and the profile."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    sentences = tmp_path / "seq.in"
+    sentences.write_text("flights from boston to denver\nshow me fares\ni want to fly to new york tomorrow\n")
+    command = [sys.executable, str(REPO / "scripts" / "bench_forward.py"), "--checkpoint", str(tiny_checkpoint)]
+    command += ["--data", str(sentences), "--sizes", "1", "3", "--repeats", "2", "--profile"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "  1 sentences (padded to 5 words)" in result.stdout
+    assert "  3 sentences (padded to 8 words)" in result.stdout
+    assert "Self CPU" in result.stdout

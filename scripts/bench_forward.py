@@ -1,0 +1,84 @@
+"""Where one inference pass of the service spends its time, in process (no HTTP).
+
+    python scripts/bench_forward.py --checkpoint checkpoints/atis-best/best.ckpt [--sizes 1 8 16] [--profile]
+
+For each batch size it runs the predictor's pass (`Predictor._run`) on the first ATIS test sentences
+and times its parts: the whole pass, the model's forward, BIO-valid decoding (`model.decode`) and
+building the answers. `--profile` adds torch's operator table for batches of 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from models.vocab import encode_characters, pad_characters
+from serving.predictor import Predictor, Prepared, decode, words_from_tokens
+
+
+def mean_ms(function, repeats: int) -> float:
+    for _ in range(max(1, repeats // 10)):  # warm-up
+        function()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def time_batch(predictor: Predictor, batch: list[Prepared], repeats: int) -> None:
+    served = predictor.current
+    model = served.tagger.model
+    ids = [served.encode(item.words) for item in batch]
+    longest = max(map(len, ids))
+    token_ids = torch.tensor([row + [0] * (longest - len(row)) for row in ids])
+    mask = torch.arange(longest)[None] < torch.tensor([len(row) for row in ids])[:, None]
+    char_ids = None
+    if model.config.char_channels > 0:
+        characters = served.tagger.characters
+        char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in batch])
+    scores = predictor._run(served, batch)
+    with torch.inference_mode():
+        output = model(token_ids, mask, char_ids)
+        whole = mean_ms(lambda: predictor._run(served, batch), repeats)
+        forward = mean_ms(lambda: model(token_ids, mask, char_ids), repeats)
+        decoding = mean_ms(lambda: model.decode(output.tag_logits, mask), repeats)
+    answers = mean_ms(lambda: [decode(item) for item in scores], repeats)
+    print(
+        f"{len(batch):3d} sentences (padded to {longest} words): pass {whole:.2f} ms = forward {forward:.2f} "
+        f"+ decode {decoding:.2f} + the rest; answers {answers:.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", default="data/atis/test/seq.in", help="one sentence a line, words split by spaces")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    predictor = Predictor(torch_threads=args.threads)
+    predictor.load(args.checkpoint)
+    served = predictor.current
+    model = served.tagger.model
+    lines = Path(args.data).read_text(encoding="utf-8").splitlines()
+    sentences = [Prepared(*words_from_tokens(line.split())) for line in lines if line.strip()]
+    print(f"{args.checkpoint}: {model.config.cell}, decoder {model.config.decoder}, chars {model.config.char_channels}")
+    for size in args.sizes:
+        time_batch(predictor, sentences[:size], args.repeats)
+    if args.profile:
+        batch = sentences[:8]
+        with torch.profiler.profile() as profile:
+            for _ in range(20):
+                predictor._run(served, batch)
+        print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
