@@ -171,3 +171,25 @@ def test_intent_balance_weights_rare_intents_up_with_mean_one() -> None:
     assert float(intent_loss(logits, ids, weights)) == pytest.approx(float((plain * weights).mean()))
     with pytest.raises(ValueError, match="intent_balance"):
         intent_class_weights([3, 0], 0.5)
+
+
+def test_adam_is_fused_on_cpu() -> None:
+    from training.module import SlotTaggerModule
+
+    module = SlotTaggerModule(["<pad>", "<unk>", "a"], ["O", "B-x", "I-x"], ["i"], hidden_size=4, embedding_dim=4)
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+def test_bench_optimizer_compares_the_three_adam_variants(tiny_data: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    command = [sys.executable, str(REPO / "scripts" / "bench_optimizer.py"), "--data", str(tiny_data)]
+    result = subprocess.run(command + ["--repeats", "2", "--rounds", "1"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["loop", "foreach", "fused"]
+    assert lines[-1].endswith("(1.0x fused)")

@@ -227,7 +227,12 @@ class SlotTaggerModule(pl.LightningModule):
             self.log("train/grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # Fused Adam updates every parameter in one kernel: on this CPU 2-3 ms a step against 13-19 ms
+        # for torch's per-parameter loop on snips-best's 1.7 M parameters (docs/benchmarks.md).
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused or None
+        )
         if self.hparams.lr_schedule == "constant":
             return optimizer
         if self.hparams.lr_schedule != "cosine":
