@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 
-from models.vocab import encode_characters, pad_characters
-from serving.predictor import Predictor, Prepared, decode, words_from_tokens
+from serving.predictor import Predictor, Prepared, decode, encode_batch, words_from_tokens
 
 
 def mean_ms(function, repeats: int) -> float:
@@ -31,14 +30,8 @@ def mean_ms(function, repeats: int) -> float:
 def time_batch(predictor: Predictor, batch: list[Prepared], repeats: int) -> None:
     served = predictor.current
     model = served.tagger.model
-    ids = [served.encode(item.words) for item in batch]
-    longest = max(map(len, ids))
-    token_ids = torch.tensor([row + [0] * (longest - len(row)) for row in ids])
-    mask = torch.arange(longest)[None] < torch.tensor([len(row) for row in ids])[:, None]
-    char_ids = None
-    if model.config.char_channels > 0:
-        characters = served.tagger.characters
-        char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in batch])
+    token_ids, mask, char_ids = encode_batch(served, batch)
+    longest = mask.size(1)
     scores = predictor._run(served, batch)
     with torch.inference_mode():
         output = model(token_ids, mask, char_ids)

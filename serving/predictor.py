@@ -347,15 +347,7 @@ class Predictor:
     def _run(self, served: ServedModel, items: list[Prepared]) -> list[Scores]:
         """Score `items` in one padded forward pass; turning scores into answers (`decode`) is left to
         the caller's thread, which keeps the inference thread free for the next batch."""
-        encoded = [served.encode(item.words) for item in items]
-        longest = max(len(ids) for ids in encoded)
-        token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)  # (B, T)
-        lengths = torch.tensor([len(ids) for ids in encoded])
-        mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-        characters = served.tagger.characters
-        char_ids = None
-        if served.tagger.config.char_channels > 0 and characters is not None:
-            char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in items])
+        token_ids, mask, char_ids = encode_batch(served, items)
         with torch.inference_mode():
             model = served.tagger.model
             output = model(token_ids, mask, char_ids)
@@ -376,6 +368,21 @@ class Predictor:
             Scores(served, item, indices, confidences, shown, intent_ids, intent_probs)
             for item, (indices, confidences, shown, (intent_ids, intent_probs)) in zip(items, rows, strict=True)
         ]
+
+
+def encode_batch(served: ServedModel, items: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The model's inputs for `items`: (B, T) token ids, (B, T) mask of real words, and (B, T, C)
+    character ids when the model reads characters (else None)."""
+    encoded = [served.encode(item.words) for item in items]
+    longest = max(len(ids) for ids in encoded)
+    token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids in encoded])
+    mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
+    characters = served.tagger.characters
+    char_ids = None
+    if served.tagger.config.char_channels > 0 and characters is not None:
+        char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in items])
+    return token_ids, mask, char_ids
 
 
 class Scores(NamedTuple):
