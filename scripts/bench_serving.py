@@ -3,7 +3,9 @@ the constant GET /livez of the same server, at each concurrency, plus sentences/
 
 The server runs as a subprocess (`python -m serving`); this process is the client: one keep-alive
 HTTP/1.1 connection per concurrent user, written on raw asyncio streams so that the client costs
-far less CPU than the server. Every phase runs for a fixed time.
+far less CPU than the server. Every phase runs for a fixed time. Each phase also reports the CPU
+time the server process and this client spent per request (Linux /proc), which shows whether the
+two cores, rather than waiting, are the limit.
 
     python scripts/bench_serving.py --checkpoint /tmp/serve_bench_ckpt/best.ckpt --duration 5
 """
@@ -88,26 +90,49 @@ async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float
     return failures
 
 
-async def phase(port: int, requests: list[bytes], concurrency: int, duration: float, warmup: float) -> dict:
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+async def phase(
+    port: int, requests: list[bytes], concurrency: int, duration: float, warmup: float, server_pid: int | None = None
+) -> dict:
+    """Load for `duration` s after `warmup` s; req/s, p50/p99 and, when `server_pid` is given, the CPU
+    each side spent per request (server process, and this client process), from the measured part only."""
     if warmup > 0:
         await asyncio.gather(
             *(one_user(port, requests, i, time.perf_counter() + warmup, []) for i in range(concurrency))
         )
     latencies: list[float] = []
+    server_cpu = None if server_pid is None else process_cpu_seconds(server_pid)
+    client_cpu = time.process_time()
     started = time.perf_counter()
     failures = await asyncio.gather(
         *(one_user(port, requests, i * 7, started + duration, latencies) for i in range(concurrency))
     )
     elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
     latencies.sort()
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
+    result = {
         "requests": len(latencies),
         "failures": sum(failures),
         "rps": len(latencies) / elapsed,
         "p50_ms": quantiles[49] * 1000,
         "p99_ms": quantiles[98] * 1000,
+        "client_cpu_ms_per_request": client_cpu / len(latencies) * 1000,
+        "client_cores": client_cpu / elapsed,
     }
+    server_after = None if server_pid is None else process_cpu_seconds(server_pid)
+    if server_cpu is not None and server_after is not None:
+        result["server_cpu_ms_per_request"] = (server_after - server_cpu) / len(latencies) * 1000
+        result["server_cores"] = (server_after - server_cpu) / elapsed
+    return result
 
 
 def batch_counters(port: int) -> tuple[float, float, float]:
@@ -121,6 +146,17 @@ def batch_counters(port: int) -> tuple[float, float, float]:
         if name in values:
             values[name] = float(value)
     return tuple(values.values())
+
+
+def cpu_line(result: dict) -> str:
+    """Where the CPU went, per request: the server process and this client process."""
+    if "server_cpu_ms_per_request" not in result:
+        return f"\n    CPU per request: client {result['client_cpu_ms_per_request']:.3f} ms"
+    return (
+        f"\n    CPU per request: server {result['server_cpu_ms_per_request']:.3f} ms, client "
+        f"{result['client_cpu_ms_per_request']:.3f} ms; cores busy: server {result['server_cores']:.2f}, "
+        f"client {result['client_cores']:.2f}"
+    )
 
 
 def wait_ready(port: int, server: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -178,7 +214,7 @@ def main() -> None:
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for name, requests in (("GET /livez (constant)", constant), ("POST /v1/tag", tag_requests)):
                 passes, sentences, busy = batch_counters(port)
-                result = run(phase(port, requests, concurrency, args.duration, args.warmup))
+                result = run(phase(port, requests, concurrency, args.duration, args.warmup, server.pid))
                 passes_after, sentences_after, busy_after = batch_counters(port)
                 per_pass = ""
                 if passes_after > passes:
@@ -193,15 +229,15 @@ def main() -> None:
                 print(
                     f"{name:<24} c={concurrency:<3} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
                     f"p99 {result['p99_ms']:6.2f} ms  ({result['requests']} requests, {result['failures']} failures"
-                    f"{per_pass})",
+                    f"{per_pass}){cpu_line(result)}",
                     flush=True,
                 )
-        batch = run(phase(port, batch_requests, 4, args.duration, args.warmup))
+        batch = run(phase(port, batch_requests, 4, args.duration, args.warmup, server.pid))
         batch["sentences_per_s"] = batch["rps"] * n
         rows.append({"endpoint": f"POST /v1/tag/batch ({n} sentences)", "concurrency": 4, **batch})
         print(
             f"POST /v1/tag/batch x{n}    c=4   {batch['sentences_per_s']:8.0f} sentences/s  "
-            f"p50 {batch['p50_ms']:6.2f} ms  p99 {batch['p99_ms']:6.2f} ms",
+            f"p50 {batch['p50_ms']:6.2f} ms  p99 {batch['p99_ms']:6.2f} ms{cpu_line(batch)}",
             flush=True,
         )
         for concurrency in sorted({row["concurrency"] for row in rows[:-1]}):

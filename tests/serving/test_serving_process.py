@@ -196,3 +196,31 @@ def test_load_with_a_hot_reload_in_the_middle_loses_nothing(tiny_checkpoint: Pat
     assert figures["requests"] > 20
     assert figures["failed"] == 0, figures["failures_sample"]
     assert len(figures["answers_per_model_version"]) == 2  # answers from the old and the new model
+
+
+def test_bench_serving_reports_rates_ratios_and_cpu_per_request(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The load benchmark runs end to end against a real server (short phases) and accounts for the
+    CPU both processes spent on the measured requests."""
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, str(REPO / "scripts" / "bench_serving.py"), "--checkpoint", str(tiny_checkpoint)]
+    command += ["--duration", "0.5", "--warmup", "0", "--concurrency", "1,4", "--batch-items", "3"]
+    command += ["--json", str(figures)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "c=4: /v1/tag serves" in result.stdout
+    rows = json.loads(figures.read_text())["rows"]
+    assert [(row["endpoint"], row["concurrency"]) for row in rows] == [
+        ("GET /livez (constant)", 1),
+        ("POST /v1/tag", 1),
+        ("GET /livez (constant)", 4),
+        ("POST /v1/tag", 4),
+        ("POST /v1/tag/batch (3 sentences)", 4),
+    ]
+    for row in rows:
+        assert row["requests"] > 0 and row["failures"] == 0
+        assert row["p50_ms"] <= row["p99_ms"]
+        assert 0 < row["client_cpu_ms_per_request"] < 1000
+        assert 0 < row["server_cpu_ms_per_request"] < 1000
+        assert 0 < row["server_cores"] <= os.cpu_count()
+    tagging = [row for row in rows if row["endpoint"] == "POST /v1/tag"]
+    assert all(row["sentences_per_forward"] >= 1 for row in tagging)
