@@ -90,13 +90,18 @@ async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float
     return failures
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User + system CPU seconds a process has used so far: (whole process, its main thread, which
+    runs the event loop; the rest is the inference thread and helpers). Linux /proc; None elsewhere."""
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return seconds(Path(f"/proc/{pid}/stat")), seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 async def phase(
@@ -130,8 +135,10 @@ async def phase(
     }
     server_after = None if server_pid is None else process_cpu_seconds(server_pid)
     if server_cpu is not None and server_after is not None:
-        result["server_cpu_ms_per_request"] = (server_after - server_cpu) / len(latencies) * 1000
-        result["server_cores"] = (server_after - server_cpu) / elapsed
+        (total, main), (total_after, main_after) = server_cpu, server_after
+        result["server_cpu_ms_per_request"] = (total_after - total) / len(latencies) * 1000
+        result["server_main_thread_cpu_ms_per_request"] = (main_after - main) / len(latencies) * 1000
+        result["server_cores"] = (total_after - total) / elapsed
     return result
 
 
@@ -153,7 +160,9 @@ def cpu_line(result: dict) -> str:
     if "server_cpu_ms_per_request" not in result:
         return f"\n    CPU per request: client {result['client_cpu_ms_per_request']:.3f} ms"
     return (
-        f"\n    CPU per request: server {result['server_cpu_ms_per_request']:.3f} ms, client "
+        f"\n    CPU per request: server {result['server_cpu_ms_per_request']:.3f} ms (event loop thread "
+        f"{result['server_main_thread_cpu_ms_per_request']:.3f} ms, other threads "
+        f"{result['server_cpu_ms_per_request'] - result['server_main_thread_cpu_ms_per_request']:.3f} ms), client "
         f"{result['client_cpu_ms_per_request']:.3f} ms; cores busy: server {result['server_cores']:.2f}, "
         f"client {result['client_cores']:.2f}"
     )
