@@ -78,8 +78,9 @@ def pad_characters(rows: Sequence[list[list[int]]]) -> torch.Tensor:
     """Per sentence, per word character ids -> (B, T, C) right-padded with 0 on both axes."""
     steps = max(len(words) for words in rows)
     chars = max(len(word) for words in rows for word in words)
-    char_ids = torch.zeros((len(rows), steps, chars), dtype=torch.long)
-    for row, words in enumerate(rows):
-        for column, word in enumerate(words):
-            char_ids[row, column, : len(word)] = torch.tensor(word)
-    return char_ids
+    blank = [0] * chars
+    # one torch.tensor call over padded lists: a copy per word costs ~10 µs, 150 of them a millisecond
+    return torch.tensor(
+        [[word + blank[len(word) :] for word in words] + [blank] * (steps - len(words)) for words in rows],
+        dtype=torch.long,
+    )

@@ -4,8 +4,8 @@ the constant GET /livez of the same server, at each concurrency, plus sentences/
 The server runs as a subprocess (`python -m serving`); this process is the client: one keep-alive
 HTTP/1.1 connection per concurrent user, written on raw asyncio streams so that the client costs
 far less CPU than the server. Every phase runs for a fixed time. Each phase also reports the CPU
-time the server process and this client spent per request (Linux /proc), which shows whether the
-two cores, rather than waiting, are the limit.
+time spent per request by the server (its event-loop thread, its other threads, its model process)
+and by this client (Linux /proc), which shows whether the two cores, rather than waiting, are the limit.
 
     python scripts/bench_serving.py --checkpoint /tmp/serve_bench_ckpt/best.ckpt --duration 5
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -90,18 +91,36 @@ async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float
     return failures
 
 
-def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """User + system CPU seconds a process has used so far: (whole process, its main thread, which
-    runs the event loop; the rest is the inference thread and helpers). Linux /proc; None elsewhere."""
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
-    def seconds(stat: Path) -> float:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
+def _child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # the parent pid field
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):  # it exited while we looked
+            continue
+    return children
+
+
+def server_cpu_seconds(pid: int) -> dict[str, float] | None:
+    """User + system CPU seconds used so far by the server: its main thread (the event loop), its other
+    threads (the inference thread, uvicorn's helpers) and its child processes (the model process).
+    Linux /proc; None elsewhere."""
     try:
-        return seconds(Path(f"/proc/{pid}/stat")), seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+        whole = _cpu_seconds(Path(f"/proc/{pid}/stat"))
+        main = _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
     except OSError:
         return None
+    children = 0.0
+    for child in _child_pids(pid):
+        with contextlib.suppress(OSError):
+            children += _cpu_seconds(Path(f"/proc/{child}/stat"))
+    return {"event_loop": main, "other_threads": whole - main, "model_process": children}
 
 
 async def phase(
@@ -114,7 +133,7 @@ async def phase(
             *(one_user(port, requests, i, time.perf_counter() + warmup, []) for i in range(concurrency))
         )
     latencies: list[float] = []
-    server_cpu = None if server_pid is None else process_cpu_seconds(server_pid)
+    server_cpu = None if server_pid is None else server_cpu_seconds(server_pid)
     client_cpu = time.process_time()
     started = time.perf_counter()
     failures = await asyncio.gather(
@@ -133,12 +152,13 @@ async def phase(
         "client_cpu_ms_per_request": client_cpu / len(latencies) * 1000,
         "client_cores": client_cpu / elapsed,
     }
-    server_after = None if server_pid is None else process_cpu_seconds(server_pid)
+    server_after = None if server_pid is None else server_cpu_seconds(server_pid)
     if server_cpu is not None and server_after is not None:
-        (total, main), (total_after, main_after) = server_cpu, server_after
-        result["server_cpu_ms_per_request"] = (total_after - total) / len(latencies) * 1000
-        result["server_main_thread_cpu_ms_per_request"] = (main_after - main) / len(latencies) * 1000
-        result["server_cores"] = (total_after - total) / elapsed
+        spent = {part: server_after[part] - server_cpu[part] for part in server_cpu}
+        for part, seconds in spent.items():
+            result[f"server_{part}_cpu_ms_per_request"] = seconds / len(latencies) * 1000
+        result["server_cpu_ms_per_request"] = sum(spent.values()) / len(latencies) * 1000
+        result["server_cores"] = sum(spent.values()) / elapsed
     return result
 
 
@@ -156,15 +176,17 @@ def batch_counters(port: int) -> tuple[float, float, float]:
 
 
 def cpu_line(result: dict) -> str:
-    """Where the CPU went, per request: the server process and this client process."""
+    """Where the CPU went, per request: the server's event loop, its other threads, its model process,
+    and this client process."""
     if "server_cpu_ms_per_request" not in result:
         return f"\n    CPU per request: client {result['client_cpu_ms_per_request']:.3f} ms"
     return (
-        f"\n    CPU per request: server {result['server_cpu_ms_per_request']:.3f} ms (event loop thread "
-        f"{result['server_main_thread_cpu_ms_per_request']:.3f} ms, other threads "
-        f"{result['server_cpu_ms_per_request'] - result['server_main_thread_cpu_ms_per_request']:.3f} ms), client "
-        f"{result['client_cpu_ms_per_request']:.3f} ms; cores busy: server {result['server_cores']:.2f}, "
-        f"client {result['client_cores']:.2f}"
+        f"\n    CPU per request: server {result['server_cpu_ms_per_request']:.3f} ms (event loop "
+        f"{result['server_event_loop_cpu_ms_per_request']:.3f}, other threads "
+        f"{result['server_other_threads_cpu_ms_per_request']:.3f}, model process "
+        f"{result['server_model_process_cpu_ms_per_request']:.3f}), "
+        f"client {result['client_cpu_ms_per_request']:.3f} ms; "
+        f"cores busy: server {result['server_cores']:.2f}, client {result['client_cores']:.2f}"
     )
 
 
@@ -192,6 +214,9 @@ def main() -> None:
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="SLOTFILL_BATCH_WAIT_MS for the server")
+    parser.add_argument(
+        "--model-process", choices=["true", "false"], help="SLOTFILL_MODEL_PROCESS for the server (default: its own)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not args.checkpoint:
@@ -201,6 +226,8 @@ def main() -> None:
     env = {**os.environ, "SLOTFILL_HTTP": args.http, "SLOTFILL_LOOP": args.loop, "SLOTFILL_LOG_LEVEL": "warning"}
     if args.batch_wait_ms is not None:
         env["SLOTFILL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    if args.model_process is not None:
+        env["SLOTFILL_MODEL_PROCESS"] = args.model_process
     command = [sys.executable, "-m", "serving", "--checkpoint", args.checkpoint, "--host", HOST, "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=REPO)
     try:
@@ -256,7 +283,7 @@ def main() -> None:
         machine = (
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         )
-        print(f"machine: {machine}; http={args.http} loop={args.loop}")
+        print(f"machine: {machine}; http={args.http} loop={args.loop} model_process={args.model_process or 'default'}")
         if args.json:
             args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     finally:

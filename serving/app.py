@@ -48,6 +48,7 @@ class ServingState:
             intent_top_k=settings.intent_top_k,
             model_name=settings.model_name,
             on_batch=metrics.observe_batch,
+            model_process=settings.model_process,
         )
 
     def checkpoint_path(self) -> Path:

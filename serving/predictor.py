@@ -1,5 +1,6 @@
 """Text -> tagged words, slots and intent: tokenisation with character offsets, and a single inference
-thread that gathers concurrent requests into one forward pass (dynamic micro-batching).
+thread that gathers concurrent requests into one forward pass (dynamic micro-batching), run on that
+thread or, in the service, in a child process (`serving.model_process`).
 
 No FastAPI here: the HTTP layer, the terminal tool and the tests all drive the same `Predictor`.
 """
@@ -25,6 +26,7 @@ import torch
 from models.checkpoint import LoadedTagger, load_bundle
 from models.spans import bio_to_spans
 from models.vocab import encode_characters, pad_characters
+from serving.model_process import ModelProcess, ModelProcessError
 
 log = logging.getLogger("serving.predictor")
 
@@ -131,8 +133,10 @@ class ServedModel:
     name: str
     version: str
     loaded_at: float = field(default_factory=time.time)
-    # word key -> id, filled as words are seen; only the inference thread writes it after warm-up
+    # word key -> id and word key -> character ids, filled as words are seen; only the thread (or
+    # process) that runs forward passes writes them
     id_cache: dict[str, int] = field(default_factory=dict, repr=False)
+    char_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def encode(self, words: Sequence[Word]) -> list[int]:
         cache = self.id_cache
@@ -145,6 +149,19 @@ class ServedModel:
                     cache[word.key] = index
             ids.append(index)
         return ids
+
+    def encode_characters(self, words: Sequence[Word]) -> list[list[int]]:
+        """Per word, its character ids (the model's character list must exist)."""
+        cache = self.char_cache
+        rows = []
+        for word in words:
+            chars = cache.get(word.key)
+            if chars is None:
+                chars = encode_characters([word.key], self.tagger.characters)[0]
+                if len(cache) < _ID_CACHE_SIZE:
+                    cache[word.key] = chars
+            rows.append(chars)
+        return rows
 
     @property
     def info(self) -> dict[str, str]:
@@ -200,8 +217,9 @@ class Predictor:
 
     Requests put jobs on a queue; the thread takes every job waiting (up to `max_batch_sentences`
     sentences, after waiting at most `batch_wait_s` for more), runs them as one padded forward pass
-    and hands each job its results. The model is read once per batch, so `load` swaps it atomically:
-    a batch already running finishes on the old model, the next one runs on the new.
+    (itself, or through the model process when `model_process` is set) and hands each job its
+    results. The model is read once per batch, so `load` swaps it atomically: a batch already running
+    finishes on the old model, the next one runs on the new.
     """
 
     def __init__(
@@ -213,8 +231,10 @@ class Predictor:
         intent_top_k: int = 3,
         model_name: str | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        model_process: bool = False,
     ) -> None:
         self.torch_threads = torch_threads
+        self.model_process = model_process
         self.max_batch_sentences = max_batch_sentences
         self.batch_wait_s = batch_wait_s
         self.intent_top_k = intent_top_k
@@ -224,6 +244,7 @@ class Predictor:
         self._load_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._process: ModelProcess | None = None
 
     # -- model ---------------------------------------------------------------------------------------
     @property
@@ -242,17 +263,18 @@ class Predictor:
             config = tagger.config
             name = self.model_name or f"slotfill-{'bi' if config.bidirectional else ''}{config.cell}"
             served = ServedModel(tagger=tagger, name=name, version=tagger.sha256[:12])
-            self._warm_up(served)
+            if self.model_process:
+                self._model_process().load(path, tagger.sha256)  # the child loads and warms up its copy
+            else:
+                warm_up(served, self.intent_top_k)
             self._current = served  # one reference assignment: the swap is atomic
             log.info("serving %s version %s from %s", served.name, served.version, path)
             return served
 
-    def _warm_up(self, served: ServedModel) -> None:
-        # The first forward passes allocate and pick kernels; do them before taking traffic.
-        for batch, length in ((1, 4), (8, 12)):
-            prepared = [Prepared("x", [Word("x", 0, 1, "x")] * length)] * batch
-            for scores in self._run(served, prepared):
-                decode(scores)
+    def _model_process(self) -> ModelProcess:
+        if self._process is None:
+            self._process = ModelProcess(torch_threads=self.torch_threads, intent_top_k=self.intent_top_k)
+        return self._process
 
     # -- inference thread ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -262,11 +284,13 @@ class Predictor:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def submit(
         self,
@@ -345,29 +369,58 @@ class Predictor:
 
     # -- one forward pass ----------------------------------------------------------------------------
     def _run(self, served: ServedModel, items: list[Prepared]) -> list[Scores]:
-        """Score `items` in one padded forward pass; turning scores into answers (`decode`) is left to
-        the caller's thread, which keeps the inference thread free for the next batch."""
-        token_ids, mask, char_ids = encode_batch(served, items)
-        with torch.inference_mode():
-            model = served.tagger.model
-            output = model(token_ids, mask, char_ids)
-            # BIO-valid tags (constrained Viterbi, or the CRF's) and each chosen tag's probability.
-            tag_index, tag_confidence = model.decode(output.tag_logits, mask)  # (B, T)
-            tag_confidence = tag_confidence.double()
-            shown_confidence = _round4(tag_confidence)
-            if output.intent_logits is not None:
-                k = min(self.intent_top_k, output.intent_logits.size(-1))
-                intent_confidence, intent_index = (
-                    output.intent_logits.double().softmax(dim=-1).topk(k, dim=-1)
-                )  # (B, k)
-                intent_rows = list(zip(intent_index.tolist(), _round4(intent_confidence).tolist(), strict=True))
-            else:
-                intent_rows = [([], [])] * len(items)
-        rows = zip(tag_index.tolist(), tag_confidence.tolist(), shown_confidence.tolist(), intent_rows, strict=True)
-        return [
-            Scores(served, item, indices, confidences, shown, intent_ids, intent_probs)
-            for item, (indices, confidences, shown, (intent_ids, intent_probs)) in zip(items, rows, strict=True)
-        ]
+        """Score `items` in one padded forward pass (in the model process when there is one); turning
+        scores into answers (`decode`) is left to the caller's thread, which keeps the inference thread
+        free for the next batch."""
+        if self.model_process:
+            rows = self._score_in_process(served, items)
+        else:
+            rows = score_rows(served, items, self.intent_top_k)
+        return [Scores(served, item, *row) for item, row in zip(items, rows, strict=True)]
+
+    def _score_in_process(self, served: ServedModel, items: list[Prepared]) -> list[tuple[Any, ...]]:
+        """Scores from the model process. If it has died (killed, out of memory), a new one is started
+        with the served model and the batch is sent once more."""
+        process = self._model_process()
+        for attempt in (1, 2):
+            if not process.alive:
+                log.error("the model process exited (code %s); starting a new one", process.exitcode)
+                process.restart()
+                process.load(served.tagger.path, served.tagger.sha256)
+            try:
+                return process.score(served.tagger.sha256, items)
+            except ModelProcessError:
+                if process.alive or attempt == 2:  # the child answered with an error, or died twice
+                    raise
+        raise AssertionError("unreachable")
+
+
+def warm_up(served: ServedModel, intent_top_k: int) -> None:
+    """The first forward passes allocate and pick kernels; do them before taking traffic."""
+    for batch, length in ((1, 4), (8, 12)):
+        score_rows(served, [Prepared("x", [Word("x", 0, 1, "x")] * length)] * batch, intent_top_k)
+
+
+def score_rows(served: ServedModel, items: list[Prepared], intent_top_k: int) -> list[tuple[Any, ...]]:
+    """One padded forward pass over `items`: per sentence, BIO-valid tag ids, their probabilities
+    (full and rounded for display), and the top-k intent ids and rounded probabilities, as plain
+    lists (cheap to send between processes). The fields of `Scores` after `served` and `item`."""
+    token_ids, mask, char_ids = encode_batch(served, items)
+    with torch.inference_mode():
+        model = served.tagger.model
+        output = model(token_ids, mask, char_ids)
+        # BIO-valid tags (constrained Viterbi, or the CRF's) and each chosen tag's probability.
+        tag_index, tag_confidence = model.decode(output.tag_logits, mask)  # (B, T)
+        tag_confidence = tag_confidence.double()
+        shown_confidence = _round4(tag_confidence)
+        if output.intent_logits is not None:
+            k = min(intent_top_k, output.intent_logits.size(-1))
+            intent_confidence, intent_index = output.intent_logits.double().softmax(dim=-1).topk(k, dim=-1)  # (B, k)
+            intent_rows = list(zip(intent_index.tolist(), _round4(intent_confidence).tolist(), strict=True))
+        else:
+            intent_rows = [([], [])] * len(items)
+    rows = zip(tag_index.tolist(), tag_confidence.tolist(), shown_confidence.tolist(), intent_rows, strict=True)
+    return [(indices, confidences, shown, ids, probs) for indices, confidences, shown, (ids, probs) in rows]
 
 
 def encode_batch(served: ServedModel, items: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -381,7 +434,7 @@ def encode_batch(served: ServedModel, items: list[Prepared]) -> tuple[torch.Tens
     characters = served.tagger.characters
     char_ids = None
     if served.tagger.config.char_channels > 0 and characters is not None:
-        char_ids = pad_characters([encode_characters([w.key for w in item.words], characters) for item in items])
+        char_ids = pad_characters([served.encode_characters(item.words) for item in items])
     return token_ids, mask, char_ids
 
 

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
+    model_process: bool = Field(
+        True,
+        description="run forward passes in a child process (its own GIL: the event loop and the model use "
+        "two cores); false runs them on the inference thread of the server process",
+    )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads of the inference worker")
     max_batch_sentences: int = Field(256, ge=1, description="most sentences gathered into one forward pass")
     batch_wait_ms: float = Field(

@@ -212,3 +212,10 @@ def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_pa
         tags = [word["tag"] for word in result["words"]]
         assert all(is_valid_tag(tag) for tag in tags) and is_bio_valid(tags), tags
         assert all(0 < word["confidence"] <= 1 for word in result["words"])
+
+
+def test_pad_characters_pads_words_and_sentences_with_zeros() -> None:
+    rows = [[[5, 6, 7], [8]], [[9, 10]]]
+    expected = torch.tensor([[[5, 6, 7], [8, 0, 0]], [[9, 10, 0], [0, 0, 0]]])
+    padded = pad_characters(rows)
+    assert padded.dtype == torch.long and torch.equal(padded, expected)

@@ -156,6 +156,27 @@ def test_weight_averaging_puts_the_average_in_the_checkpoint_and_its_bundle(tmp_
     assert torch.equal(loaded.model.tag_head.weight, averaged)
 
 
+def test_weight_average_is_the_bias_corrected_ema_of_every_step() -> None:
+    from torch.optim.swa_utils import AveragedModel
+
+    from training.callbacks import bias_corrected_ema
+
+    decay = 0.9
+    model = torch.nn.Linear(2, 1)
+    averaged = AveragedModel(model, multi_avg_fn=bias_corrected_ema(decay))
+    seen = []
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(float(step * step))
+        seen.append(float(step * step))
+        averaged.update_parameters(model)
+        weights = [(1 - decay) * decay ** (len(seen) - 1 - i) for i in range(len(seen))]
+        expected = sum(w * x for w, x in zip(weights, seen, strict=True)) / sum(weights)
+        assert float(averaged.module.weight[0, 0]) == pytest.approx(expected, rel=1e-6)
+    # the plain EMA (which keeps 0.9^4 = 66 % of the first step) would be at 5.6
+    assert float(averaged.module.weight[0, 0]) > 12.0
+
+
 def test_intent_balance_weights_rare_intents_up_with_mean_one() -> None:
     from models.loss import IGNORE_INDEX, intent_loss
     from training.module import intent_class_weights

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from models.checkpoint import CheckpointError
 from models.spans import bio_to_spans
-from serving.predictor import InputError, Predictor, Prepared, decode, tokenize, words_from_tokens
+from serving.model_process import ModelProcess
+from serving.predictor import InputError, Predictor, Prepared, decode, score_rows, tokenize, words_from_tokens
 
 
 def words_of(text: str) -> list[str]:
@@ -80,9 +81,10 @@ def test_words_from_tokens_offsets_and_errors() -> None:
         words_from_tokens(["new york"])
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_checkpoint: Path):
-    predictor = Predictor(intent_top_k=2)
+@pytest.fixture(scope="module", params=[False, True], ids=["inference-thread", "model-process"])
+def predictor(tiny_checkpoint: Path, request: pytest.FixtureRequest):
+    """The predictor both ways it runs forward passes: on its inference thread, or in a child process."""
+    predictor = Predictor(intent_top_k=2, model_process=request.param)
     predictor.load(tiny_checkpoint)
     predictor.start()
     yield predictor
@@ -187,8 +189,9 @@ def test_in_flight_batch_finishes_on_the_old_model(tiny_checkpoint: Path, all_o_
         predictor.stop()
 
 
-def test_broken_checkpoint_keeps_the_old_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    predictor = Predictor()
+@pytest.mark.parametrize("model_process", [False, True], ids=["inference-thread", "model-process"])
+def test_broken_checkpoint_keeps_the_old_model(tiny_checkpoint: Path, tmp_path: Path, model_process: bool) -> None:
+    predictor = Predictor(model_process=model_process)
     old = predictor.load(tiny_checkpoint)
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
@@ -197,6 +200,78 @@ def test_broken_checkpoint_keeps_the_old_model(tiny_checkpoint: Path, tmp_path: 
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         predictor.load(tmp_path / "missing.ckpt")
     assert predictor.current is old
+    predictor.start()
+    try:
+        (result,) = predictor.predict([prepared("flights from boston")])
+        assert result["model"]["version"] == old.version
+    finally:
+        predictor.stop()
+
+
+TEXTS = ["show me flights from boston to denver", "fares to dallas", "what is the cheapest flight to new york"]
+
+
+def rows_here(served, texts: list[str]) -> list[tuple]:
+    return score_rows(served, [prepared(t) for t in texts], 3)
+
+
+def test_model_process_scores_like_the_thread_and_keeps_the_previous_model(
+    tiny_checkpoint: Path, all_o_checkpoint: Path
+) -> None:
+    """A batch sent with the old model's hash right after a reload (it started before the swap) is
+    still scored by the old model; the new one answers for its own hash."""
+    predictor = Predictor(model_process=True)
+    try:
+        old = predictor.load(tiny_checkpoint)
+        new = predictor.load(all_o_checkpoint)
+        process = predictor._process
+        items = [prepared(t) for t in TEXTS]
+        in_child_old = process.score(old.tagger.sha256, items)
+        in_child_new = process.score(new.tagger.sha256, items)
+        for child, here in ((in_child_old, rows_here(old, TEXTS)), (in_child_new, rows_here(new, TEXTS))):
+            assert [row[0] for row in child] == [row[0] for row in here]  # tag ids
+            assert [row[3] for row in child] == [row[3] for row in here]  # intent ids
+            assert [row[1] for row in child] == [pytest.approx(row[1]) for row in here]
+        o_id = new.tagger.slot_tags.index("O")
+        assert {tag for item, row in zip(items, in_child_new, strict=True) for tag in row[0][: len(item.words)]} == {
+            o_id
+        }
+        assert in_child_old != in_child_new
+        with pytest.raises(CheckpointError, match="changed while it was being loaded"):
+            process.load(tiny_checkpoint, "0" * 64)  # the file is not the one the parent read
+        assert process.score(new.tagger.sha256, items) == in_child_new  # and it still serves
+    finally:
+        predictor.stop()
+
+
+def test_model_process_is_restarted_when_it_dies(tiny_checkpoint: Path) -> None:
+    import os
+    import signal
+
+    predictor = Predictor(model_process=True)
+    predictor.load(tiny_checkpoint)
+    predictor.start()
+    try:
+        before = predictor.predict([prepared(t) for t in TEXTS])
+        first = predictor._process.pid
+        os.kill(first, signal.SIGKILL)
+        predictor._process._process.join(10)
+        after = predictor.predict([prepared(t) for t in TEXTS])
+        assert predictor._process.pid != first
+        assert [r["words"] for r in after] == [r["words"] for r in before]
+    finally:
+        predictor.stop()
+
+
+def test_model_process_reports_a_failed_pass_and_keeps_running(tiny_checkpoint: Path) -> None:
+    process = ModelProcess()
+    try:
+        with pytest.raises(Exception, match="not loaded in the model process"):
+            process.score("f" * 64, [prepared("flights")])
+        assert process.alive
+    finally:
+        process.close()
+    assert not process.alive
 
 
 def test_bench_forward_times_every_batch_size(tiny_checkpoint: Path, tmp_path: Path) -> None:
