@@ -4,12 +4,16 @@
 
 For each batch size it runs the predictor's pass (`Predictor._run`) on the first ATIS test sentences
 and times its parts: the whole pass, the model's forward, BIO-valid decoding (`model.decode`) and
-building the answers. `--profile` adds torch's operator table for batches of 8.
+building the answers. `--profile` adds torch's operator table for batches of 8. `--gil` runs forward
+passes of 8 sentences on a thread for 3 s, alone and then beside a thread that only runs Python,
+and reports passes/s and the cores the process used: what the GIL does to a forward pass on a thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +49,32 @@ def time_batch(predictor: Predictor, batch: list[Prepared], repeats: int) -> Non
     )
 
 
+def forward_beside_python(forward, seconds: float, with_python: bool) -> tuple[float, float]:
+    """(forward passes per second on a second thread, cores the process used) over `seconds`,
+    optionally while the main thread runs pure Python the whole time (as a busy event loop does)."""
+    stop_at = time.perf_counter() + seconds
+    passes = 0
+
+    def run_forwards() -> None:
+        nonlocal passes
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            while time.perf_counter() < stop_at:
+                forward()
+                passes += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    worker = threading.Thread(target=run_forwards)
+    worker.start()
+    if with_python:
+        total = 0
+        while time.perf_counter() < stop_at:
+            total += sum(range(100))
+    worker.join()
+    elapsed = time.perf_counter() - started
+    return passes / elapsed, (time.process_time() - cpu) / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -53,6 +83,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--gil", type=float, default=0.0, metavar="SECONDS", help="GIL test of this many seconds")
+    parser.add_argument(
+        "--switch-interval-ms", type=float, default=1.0, help="sys.setswitchinterval for --gil (the server's default)"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -65,6 +99,17 @@ def main() -> None:
     print(f"{args.checkpoint}: {model.config.cell}, decoder {model.config.decoder}, chars {model.config.char_channels}")
     for size in args.sizes:
         time_batch(predictor, sentences[:size], args.repeats)
+    if args.gil > 0:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+        batch = sentences[:8]
+        token_ids, mask, char_ids = encode_batch(served, batch)
+        for with_python in (False, True):
+            rate, cores = forward_beside_python(lambda: model(token_ids, mask, char_ids), args.gil, with_python)
+            where = "beside a busy Python thread" if with_python else "alone"
+            print(
+                f"forward passes of {len(batch)} sentences on a thread, {where} (switch interval "
+                f"{args.switch_interval_ms:g} ms): {rate:.0f}/s, {cores:.2f} cores used"
+            )
     if args.profile:
         batch = sentences[:8]
         with torch.profiler.profile() as profile:

@@ -2,9 +2,10 @@
 
 Torch lets go of the GIL inside each op, but every op must take it back before the next one starts.
 While the event loop's thread is busy in Python, the inference thread waits for it before each of
-the pass's few dozen ops: measured here, a busy Python thread cut a BiLSTM's forward passes from
-257/s to 4/s, and under load the whole server never used more than one of the two cores
-(docs/benchmarks.md, "The GIL"). A child process has a GIL of its own: the parent's inference
+the pass's few dozen ops. Measured here (`scripts/bench_forward.py --gil 3`), a busy Python thread
+cut a BiLSTM's forward passes of 8 sentences from 346/s to 25/s with the server's 1 ms switch
+interval (5/s with Python's default 5 ms). Under load the whole server never used more than one of
+the two cores (docs/benchmarks.md, "The GIL"). A child process has a GIL of its own: the parent's inference
 thread sends it a batch of prepared sentences through a pipe, waits (without the GIL) for the scores,
 and the event loop keeps running on the other core.
 

@@ -284,9 +284,11 @@ def test_bench_forward_times_every_batch_size(tiny_checkpoint: Path, tmp_path: P
     sentences = tmp_path / "seq.in"
     sentences.write_text("flights from boston to denver\nshow me fares\ni want to fly to new york tomorrow\n")
     command = [sys.executable, str(REPO / "scripts" / "bench_forward.py"), "--checkpoint", str(tiny_checkpoint)]
-    command += ["--data", str(sentences), "--sizes", "1", "3", "--repeats", "2", "--profile"]
+    command += ["--data", str(sentences), "--sizes", "1", "3", "--repeats", "2", "--profile", "--gil", "0.3"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "  1 sentences (padded to 5 words)" in result.stdout
     assert "  3 sentences (padded to 8 words)" in result.stdout
     assert "Self CPU" in result.stdout
+    assert "3 sentences on a thread, alone (switch interval 1 ms): " in result.stdout
+    assert "beside a busy Python thread (switch interval 1 ms): " in result.stdout
