@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="SLOTFILL_BATCH_WAIT_MS for the server")
+    parser.add_argument("--batches-in-flight", type=int, help="SLOTFILL_MODEL_BATCHES_IN_FLIGHT for the server")
     parser.add_argument(
         "--model-process", choices=["true", "false"], help="SLOTFILL_MODEL_PROCESS for the server (default: its own)"
     )
@@ -228,6 +229,8 @@ def main() -> None:
         env["SLOTFILL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     if args.model_process is not None:
         env["SLOTFILL_MODEL_PROCESS"] = args.model_process
+    if args.batches_in_flight is not None:
+        env["SLOTFILL_MODEL_BATCHES_IN_FLIGHT"] = str(args.batches_in_flight)
     command = [sys.executable, "-m", "serving", "--checkpoint", args.checkpoint, "--host", HOST, "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=REPO)
     try:
@@ -283,7 +286,10 @@ def main() -> None:
         machine = (
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         )
-        print(f"machine: {machine}; http={args.http} loop={args.loop} model_process={args.model_process or 'default'}")
+        print(
+            f"machine: {machine}; http={args.http} loop={args.loop} model_process={args.model_process or 'default'} "
+            f"batches_in_flight={args.batches_in_flight or 'default'}"
+        )
         if args.json:
             args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     finally:

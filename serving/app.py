@@ -49,6 +49,7 @@ class ServingState:
             model_name=settings.model_name,
             on_batch=metrics.observe_batch,
             model_process=settings.model_process,
+            batches_in_flight=settings.model_batches_in_flight,
         )
 
     def checkpoint_path(self) -> Path:

@@ -7,7 +7,9 @@ cut a BiLSTM's forward passes of 8 sentences from 346/s to 25/s with the server'
 interval (5/s with Python's default 5 ms). Under load the whole server never used more than one of
 the two cores (docs/benchmarks.md, "The GIL"). A child process has a GIL of its own: the parent's inference
 thread sends it a batch of prepared sentences through a pipe, waits (without the GIL) for the scores,
-and the event loop keeps running on the other core.
+and the event loop keeps running on the other core. The inference thread may send the next batch
+before the last one's scores are back (`Predictor` keeps at most two in flight), so the child goes
+from one pass to the next without waiting for the parent; it answers in the order it was asked.
 
 The child holds its own copy of the served model, keyed by the checkpoint's SHA-256, and keeps the
 previous one as well, so a batch that started before a reload still runs on the model it began with.
@@ -18,7 +20,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +44,8 @@ class ModelProcessError(RuntimeError):
 
 def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -> None:
     """The child's loop: `("load", path, sha256)`, `("score", sha256, items)` or `("stop",)` in,
-    `("ok", payload)` or `("error", message)` out, one answer per message."""
+    `("ok", payload)` or `("error", message)` out, one answer per message, in order. A score's
+    payload is `(rows, seconds the pass took)`."""
     import torch
 
     from models.checkpoint import load_bundle
@@ -70,94 +79,141 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
                 _, sha256, items = message
                 if sha256 not in models:
                     raise ModelProcessError(f"model {sha256[:12]} is not loaded in the model process")
-                connection.send(("ok", score_rows(models[sha256], items, intent_top_k)))
+                started = time.perf_counter()
+                rows = score_rows(models[sha256], items, intent_top_k)
+                connection.send(("ok", (rows, time.perf_counter() - started)))
             else:
                 raise ModelProcessError(f"unknown message {kind!r}")
         except Exception as error:  # answered to the parent, which raises it for the waiting requests
             connection.send(("error", f"{type(error).__name__}: {error}"))
 
 
+@dataclass
+class _Link:
+    """One child process, its pipe, and the futures of the messages it has not answered yet."""
+
+    process: BaseProcess
+    connection: Connection
+    pending: deque[Future[Any]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a send and its future go in together
+    closed: bool = False
+
+
+def _receive(link: _Link) -> None:
+    """Parent-side reader: hands each answer to the oldest waiting future; when the pipe closes (the
+    child exited or was killed), fails every future still waiting."""
+    while True:
+        try:
+            status, payload = link.connection.recv()
+        except (EOFError, OSError):
+            break
+        with link.lock:
+            future = link.pending.popleft()
+        if status == "ok":
+            future.set_result(payload)
+        else:
+            future.set_exception(ModelProcessError(payload))
+    with link.lock:
+        link.closed = True
+        code = link.process.exitcode
+        while link.pending:
+            link.pending.popleft().set_exception(ModelProcessError(f"the model process has exited (code {code})"))
+
+
 class ModelProcess:
-    """Parent-side handle of the child: `load` and `score` block until the child answers. Safe to
-    call from several threads (one message at a time)."""
+    """Parent-side handle of the child. `submit_score` returns a future at once; `load` and `score`
+    block until the child answers. Safe to call from several threads."""
 
     def __init__(self, torch_threads: int = 1, intent_top_k: int = 3) -> None:
         self.torch_threads = torch_threads
         self.intent_top_k = intent_top_k
-        self._lock = threading.Lock()
         self._start()
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-        self._connection, child_end = context.Pipe()
-        self._process = context.Process(
+        connection, child_end = context.Pipe()
+        process = context.Process(
             target=_child_main,
             args=(child_end, self.torch_threads, self.intent_top_k),
             name="slotfill-model",
             daemon=True,
         )
-        self._process.start()
+        process.start()
         child_end.close()
+        self._link = _Link(process, connection)
+        self._receiver = threading.Thread(target=_receive, args=(self._link,), name="slotfill-model-pipe", daemon=True)
+        self._receiver.start()
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._link.process.is_alive() and not self._link.closed
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid
+        return self._link.process.pid
 
     @property
     def exitcode(self) -> int | None:
-        return self._process.exitcode
+        return self._link.process.exitcode
 
     def restart(self) -> None:
-        with self._lock:
-            self._kill()
-            self._start()
+        self._kill()
+        self._start()
 
-    def _request(self, message: tuple[Any, ...], timeout: float) -> Any:
-        with self._lock:
-            if not self._process.is_alive():
-                raise ModelProcessError(f"the model process has exited (code {self._process.exitcode})")
+    def _send(self, message: tuple[Any, ...]) -> Future[Any]:
+        link = self._link
+        future: Future[Any] = Future()
+        with link.lock:
+            if link.closed or not link.process.is_alive():
+                raise ModelProcessError(f"the model process has exited (code {link.process.exitcode})")
+            link.pending.append(future)
             try:
-                self._connection.send(message)
-                if not self._connection.poll(timeout):
-                    self._kill()
-                    raise ModelProcessError(f"the model process did not answer within {timeout:.0f} s")
-                status, payload = self._connection.recv()
-            except (EOFError, OSError) as error:
+                link.connection.send(message)
+            except OSError as error:
+                link.pending.pop()
                 raise ModelProcessError(f"the model process has exited ({error!r})") from None
-        if status == "error":
-            raise ModelProcessError(payload)
-        return payload
+        return future
+
+    def _wait(self, future: Future[Any], timeout: float) -> Any:
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            self._kill()  # a hung child: the reader then fails everything still waiting
+            raise ModelProcessError(f"the model process did not answer within {timeout:.0f} s") from None
 
     def load(self, path: str | Path, sha256: str) -> None:
         """Load and warm up the checkpoint at `path`, which must hash to `sha256`."""
         try:
-            self._request(("load", str(path), sha256), LOAD_TIMEOUT_S)
+            self._wait(self._send(("load", str(path), sha256)), LOAD_TIMEOUT_S)
         except ModelProcessError as error:
             raise CheckpointError(f"the model process could not load {path}: {error}") from None
 
+    def submit_score(self, sha256: str, items: list[Any]) -> Future[Any]:
+        """Send `items` to be scored by the model with this SHA-256; the future gets `(rows, seconds)`:
+        `score_rows`'s rows and how long the pass took in the child."""
+        return self._send(("score", sha256, items))
+
     def score(self, sha256: str, items: list[Any]) -> list[tuple[Any, ...]]:
-        """`score_rows` of `items` on the model with this SHA-256, computed in the child."""
-        return self._request(("score", sha256, items), SCORE_TIMEOUT_S)
+        """`score_rows` of `items`, computed in the child (blocking)."""
+        rows, _ = self._wait(self.submit_score(sha256, items), SCORE_TIMEOUT_S)
+        return rows
 
     def close(self, timeout: float = 5.0) -> None:
-        with self._lock:
-            if self._process.is_alive():
-                try:
-                    self._connection.send(("stop",))
-                    self._process.join(timeout)
-                except OSError:
-                    pass
-            self._kill()
-            self._connection.close()
+        link = self._link
+        try:
+            self._wait(self._send(("stop",)), timeout)
+        except ModelProcessError:
+            pass
+        link.process.join(timeout)
+        self._kill()
+        link.connection.close()
 
     def _kill(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
+        process = self._link.process
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self._receiver.join(5)

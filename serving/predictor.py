@@ -26,7 +26,7 @@ import torch
 from models.checkpoint import LoadedTagger, load_bundle
 from models.spans import bio_to_spans
 from models.vocab import encode_characters, pad_characters
-from serving.model_process import ModelProcess, ModelProcessError
+from serving.model_process import ModelProcess
 
 log = logging.getLogger("serving.predictor")
 
@@ -232,6 +232,7 @@ class Predictor:
         model_name: str | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         model_process: bool = False,
+        batches_in_flight: int = 2,
     ) -> None:
         self.torch_threads = torch_threads
         self.model_process = model_process
@@ -245,6 +246,12 @@ class Predictor:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._process: ModelProcess | None = None
+        # batches sent to the model process and not answered yet. With 2, the next batch waits in the
+        # pipe while one runs, so the child never waits for this process between passes; but batches
+        # are then smaller, which costs more per sentence (docs/benchmarks.md).
+        if batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, got {batches_in_flight}")
+        self._in_flight = threading.BoundedSemaphore(batches_in_flight)
 
     # -- model ---------------------------------------------------------------------------------------
     @property
@@ -314,9 +321,13 @@ class Predictor:
         torch.set_num_threads(self.torch_threads)  # per thread: the rest of the process keeps its own
         carry: Any = None
         while True:
+            if self.model_process:
+                self._in_flight.acquire()  # gather the next batch only when it can be sent
             job = carry if carry is not None else self._queue.get()
             carry = None
             if job is _STOP:
+                if self.model_process:
+                    self._in_flight.release()
                 return
             jobs = [job]
             count = len(job.items)
@@ -332,13 +343,15 @@ class Predictor:
                     break
                 jobs.append(nxt)
                 count += len(nxt.items)
-            self._run_jobs(jobs)
+            if self.model_process:
+                self._send_jobs(jobs)
+            else:
+                self._run_jobs(jobs)
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
+        """Run `jobs` as one forward pass on this thread and hand each job its results."""
         served = self._current
         items = [item for job in jobs for item in job.items]
-        error: BaseException | None = None
-        results: list[Scores] = []
         try:
             if served is None:
                 raise RuntimeError("no model loaded")
@@ -348,11 +361,51 @@ class Predictor:
                 self.on_batch(len(items), time.perf_counter() - started)
         except Exception as caught:  # handed to every waiting request, which answers with an error
             log.exception("inference failed for a batch of %d sentences", len(items))
-            error = caught
+            self._finish(jobs, None, caught)
+            return
+        self._finish(jobs, results, None)
+
+    def _send_jobs(self, jobs: list[_Job]) -> None:
+        """Send `jobs` to the model process as one batch and return at once (the caller holds one of
+        `_in_flight`'s places; the answer frees it). A dead child is replaced first, loaded with
+        the served model; the batches it was running fail."""
+        served = self._current
+        items = [item for job in jobs for item in job.items]
+        try:
+            if served is None:
+                raise RuntimeError("no model loaded")
+            process = self._model_process()
+            if not process.alive:
+                log.error("the model process exited (code %s); starting a new one", process.exitcode)
+                process.restart()
+                process.load(served.tagger.path, served.tagger.sha256)
+            answer = process.submit_score(served.tagger.sha256, items)
+        except Exception as caught:
+            self._in_flight.release()
+            log.exception("could not send a batch of %d sentences to the model process", len(items))
+            self._finish(jobs, None, caught)
+            return
+
+        def answered(done: concurrent.futures.Future[Any]) -> None:  # runs on the pipe's reader thread
+            self._in_flight.release()
+            try:
+                rows, seconds = done.result()
+            except Exception as caught:
+                log.error("inference failed for a batch of %d sentences: %s", len(items), caught)
+                self._finish(jobs, None, caught)
+                return
+            if self.on_batch is not None:
+                self.on_batch(len(items), seconds)
+            self._finish(jobs, [Scores(served, item, *row) for item, row in zip(items, rows, strict=True)], None)
+
+        answer.add_done_callback(answered)
+
+    def _finish(self, jobs: list[_Job], results: list[Scores] | None, error: BaseException | None) -> None:
+        """Hand each job its slice of `results`, or `error`; asyncio futures through their loops."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
         offset = 0
         for job in jobs:
-            part = None if error else results[offset : offset + len(job.items)]
+            part = None if results is None else results[offset : offset + len(job.items)]
             offset += len(job.items)
             if job.loop is None:
                 if error is None:
@@ -369,30 +422,11 @@ class Predictor:
 
     # -- one forward pass ----------------------------------------------------------------------------
     def _run(self, served: ServedModel, items: list[Prepared]) -> list[Scores]:
-        """Score `items` in one padded forward pass (in the model process when there is one); turning
-        scores into answers (`decode`) is left to the caller's thread, which keeps the inference thread
-        free for the next batch."""
-        if self.model_process:
-            rows = self._score_in_process(served, items)
-        else:
-            rows = score_rows(served, items, self.intent_top_k)
+        """Score `items` in one padded forward pass on this thread; turning scores into answers
+        (`decode`) is left to the caller's thread, which keeps the inference thread free for the next
+        batch."""
+        rows = score_rows(served, items, self.intent_top_k)
         return [Scores(served, item, *row) for item, row in zip(items, rows, strict=True)]
-
-    def _score_in_process(self, served: ServedModel, items: list[Prepared]) -> list[tuple[Any, ...]]:
-        """Scores from the model process. If it has died (killed, out of memory), a new one is started
-        with the served model and the batch is sent once more."""
-        process = self._model_process()
-        for attempt in (1, 2):
-            if not process.alive:
-                log.error("the model process exited (code %s); starting a new one", process.exitcode)
-                process.restart()
-                process.load(served.tagger.path, served.tagger.sha256)
-            try:
-                return process.score(served.tagger.sha256, items)
-            except ModelProcessError:
-                if process.alive or attempt == 2:  # the child answered with an error, or died twice
-                    raise
-        raise AssertionError("unreachable")
 
 
 def warm_up(served: ServedModel, intent_top_k: int) -> None:

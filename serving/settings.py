@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         description="run forward passes in a child process (its own GIL: the event loop and the model use "
         "two cores); false runs them on the inference thread of the server process",
     )
+    model_batches_in_flight: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="batches sent to the model process before the first is answered (2: the child never "
+        "idles between passes, but batches are smaller)",
+    )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads of the inference worker")
     max_batch_sentences: int = Field(256, ge=1, description="most sentences gathered into one forward pass")
     batch_wait_ms: float = Field(

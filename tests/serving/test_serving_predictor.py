@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -255,10 +256,30 @@ def test_model_process_is_restarted_when_it_dies(tiny_checkpoint: Path) -> None:
         before = predictor.predict([prepared(t) for t in TEXTS])
         first = predictor._process.pid
         os.kill(first, signal.SIGKILL)
-        predictor._process._process.join(10)
+        deadline = time.monotonic() + 10
+        while predictor._process.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not predictor._process.alive
         after = predictor.predict([prepared(t) for t in TEXTS])
         assert predictor._process.pid != first
         assert [r["words"] for r in after] == [r["words"] for r in before]
+    finally:
+        predictor.stop()
+
+
+def test_model_process_answers_batches_sent_back_to_back_in_order(tiny_checkpoint: Path) -> None:
+    """Several batches in the pipe at once (as the predictor sends them) come back to their own
+    futures, each equal to that batch scored alone."""
+    predictor = Predictor(model_process=True)
+    try:
+        served = predictor.load(tiny_checkpoint)
+        process = predictor._process
+        batches = [[prepared(t) for t in TEXTS[: 1 + i % 3]] for i in range(6)]
+        futures = [process.submit_score(served.tagger.sha256, batch) for batch in batches]
+        for batch, future in zip(batches, futures, strict=True):
+            rows, seconds = future.result(30)
+            assert seconds > 0
+            assert [row[0] for row in rows] == [row[0] for row in rows_here(served, [i.text for i in batch])]
     finally:
         predictor.stop()
 
