@@ -203,7 +203,7 @@ def test_bench_serving_reports_rates_ratios_and_cpu_per_request(tiny_checkpoint:
     CPU both processes spent on the measured requests."""
     figures = tmp_path / "figures.json"
     command = [sys.executable, str(REPO / "scripts" / "bench_serving.py"), "--checkpoint", str(tiny_checkpoint)]
-    command += ["--duration", "0.5", "--warmup", "0", "--concurrency", "1,4", "--batch-items", "3"]
+    command += ["--duration", "0.8", "--warmup", "0", "--concurrency", "1,4", "--batch-items", "3"]
     command += ["--json", str(figures)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -221,9 +221,13 @@ def test_bench_serving_reports_rates_ratios_and_cpu_per_request(tiny_checkpoint:
         assert row["p50_ms"] <= row["p99_ms"]
         assert 0 < row["client_cpu_ms_per_request"] < 1000
         assert 0 < row["server_cpu_ms_per_request"] < 1000
-        assert 0 < row["server_event_loop_cpu_ms_per_request"] <= row["server_cpu_ms_per_request"] + 1e-9
-        assert 0 < row["server_cores"] <= os.cpu_count()
+        # /proc counts CPU in clock ticks (10 ms), read for the process and its main thread one after
+        # the other: in a phase this short the two may differ by a tick or two
+        slack = 2 * 1000 / os.sysconf("SC_CLK_TCK") / row["requests"]
+        assert 0 < row["server_event_loop_cpu_ms_per_request"] <= row["server_cpu_ms_per_request"] + slack
+        assert 0 < row["server_cores"] <= os.cpu_count() + 0.1  # ticks again
     tagging = [row for row in rows if row["endpoint"] == "POST /v1/tag"]
     assert all(row["sentences_per_forward"] >= 1 for row in tagging)
     # the forward passes run in the server's model process, whose CPU is counted with the server's
-    assert all(row["server_model_process_cpu_ms_per_request"] > 0 for row in tagging)
+    # (summed over the tagging phases: one short phase may not reach a whole clock tick)
+    assert sum(row["server_model_process_cpu_ms_per_request"] for row in tagging) > 0
