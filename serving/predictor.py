@@ -125,6 +125,19 @@ class Prepared:
     words: list[Word]
 
 
+def _cached(cache: dict[str, Any], words: Sequence[Word], compute: Callable[[str], Any]) -> list[Any]:
+    """`compute(word.key)` for each word, remembered in `cache` (up to `_ID_CACHE_SIZE` keys)."""
+    values = []
+    for word in words:
+        value = cache.get(word.key)
+        if value is None:
+            value = compute(word.key)
+            if len(cache) < _ID_CACHE_SIZE:
+                cache[word.key] = value
+        values.append(value)
+    return values
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """A loaded checkpoint with the name and version reported in every answer."""
@@ -139,29 +152,14 @@ class ServedModel:
     char_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def encode(self, words: Sequence[Word]) -> list[int]:
-        cache = self.id_cache
-        ids = []
-        for word in words:
-            index = cache.get(word.key)
-            if index is None:
-                index = self.tagger.vocabulary.encode([word.key])[0]
-                if len(cache) < _ID_CACHE_SIZE:
-                    cache[word.key] = index
-            ids.append(index)
-        return ids
+        """Per word, its vocabulary id."""
+        vocabulary = self.tagger.vocabulary
+        return _cached(self.id_cache, words, lambda key: vocabulary.encode([key])[0])
 
     def encode_characters(self, words: Sequence[Word]) -> list[list[int]]:
         """Per word, its character ids (the model's character list must exist)."""
-        cache = self.char_cache
-        rows = []
-        for word in words:
-            chars = cache.get(word.key)
-            if chars is None:
-                chars = encode_characters([word.key], self.tagger.characters)[0]
-                if len(cache) < _ID_CACHE_SIZE:
-                    cache[word.key] = chars
-            rows.append(chars)
-        return rows
+        characters = self.tagger.characters
+        return _cached(self.char_cache, words, lambda key: encode_characters([key], characters)[0])
 
     @property
     def info(self) -> dict[str, str]:
@@ -278,6 +276,13 @@ class Predictor:
             log.info("serving %s version %s from %s", served.name, served.version, path)
             return served
 
+    def _served(self) -> ServedModel:
+        """The model for the next batch (read once per batch: a reload swaps it between batches)."""
+        served = self._current
+        if served is None:
+            raise RuntimeError("no model loaded")
+        return served
+
     def _model_process(self) -> ModelProcess:
         if self._process is None:
             self._process = ModelProcess(torch_threads=self.torch_threads, intent_top_k=self.intent_top_k)
@@ -350,11 +355,9 @@ class Predictor:
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
         """Run `jobs` as one forward pass on this thread and hand each job its results."""
-        served = self._current
         items = [item for job in jobs for item in job.items]
         try:
-            if served is None:
-                raise RuntimeError("no model loaded")
+            served = self._served()
             started = time.perf_counter()
             results = self._run(served, items)
             if self.on_batch is not None:
@@ -369,11 +372,9 @@ class Predictor:
         """Send `jobs` to the model process as one batch and return at once (the caller holds one of
         `_in_flight`'s places; the answer frees it). A dead child is replaced first, loaded with
         the served model; the batches it was running fail."""
-        served = self._current
         items = [item for job in jobs for item in job.items]
         try:
-            if served is None:
-                raise RuntimeError("no model loaded")
+            served = self._served()
             process = self._model_process()
             if not process.alive:
                 log.error("the model process exited (code %s); starting a new one", process.exitcode)
