@@ -222,8 +222,8 @@ def test_bench_serving_reports_rates_ratios_and_cpu_per_request(tiny_checkpoint:
         assert 0 < row["client_cpu_ms_per_request"] < 1000
         assert 0 < row["server_cpu_ms_per_request"] < 1000
         # /proc counts CPU in clock ticks (10 ms), read for the process and its main thread one after
-        # the other: in a phase this short the two may differ by a tick or two
-        slack = 2 * 1000 / os.sysconf("SC_CLK_TCK") / row["requests"]
+        # the other: in a phase this short the two may differ by a few ticks
+        slack = 5 * 1000 / os.sysconf("SC_CLK_TCK") / row["requests"]
         assert 0 < row["server_event_loop_cpu_ms_per_request"] <= row["server_cpu_ms_per_request"] + slack
         assert 0 < row["server_cores"] <= os.cpu_count() + 0.1  # ticks again
     tagging = [row for row in rows if row["endpoint"] == "POST /v1/tag"]
