@@ -319,12 +319,19 @@ class RecurrentTagger(nn.Module):
             tag_logits, gold, mask, self.allowed_start, self.allowed_transitions
         ).mean()
 
+    def tag_distribution(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) probability of each tag for each word: the softmax with `softmax`, the CRF's
+        marginals with `crf` (what `decode` reports as a chosen tag's confidence)."""
+        if self.crf is not None:
+            return self.crf.marginals(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+        return torch.softmax(tag_logits.float(), dim=-1)
+
     def decode(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BIO-valid tag ids (B, T) and each chosen tag's probability (B, T): its softmax probability
         with `softmax`, its CRF marginal with `crf`. Pads get tag 0."""
         if self.crf is not None:
             tag_ids = self.crf.decode(tag_logits, mask, self.allowed_start, self.allowed_transitions)
-            probabilities = self.crf.marginals(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+            probabilities = self.tag_distribution(tag_logits, mask)
         else:
             log_probs = torch.log_softmax(tag_logits.float(), dim=-1)
             tag_ids = log_probs.argmax(dim=-1).masked_fill(~mask, 0)
