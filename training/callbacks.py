@@ -12,6 +12,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, WeightAveraging
 
+from training.distributed import dataset_size, gather_in_order
+
 
 class JsonLinesWriter(BasePredictionWriter):
     """Writes one JSON object per predicted utterance, in input order.
@@ -27,12 +29,16 @@ class JsonLinesWriter(BasePredictionWriter):
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
+        records = [record for batch in predictions for record in batch]
+        # Under DDP each process tagged a share of the file: gather them, in order, and write once.
+        records = gather_in_order(records, dataset_size(trainer.predict_dataloaders))
+        if not trainer.is_global_zero:
+            return
         path = Path(self.output_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
-            for batch in predictions:
-                for record in batch:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         print(f"predictions written to {path}")
 
 

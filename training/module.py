@@ -14,6 +14,7 @@ from models.loss import intent_loss
 from models.spans import bio_to_spans
 from models.tagger import TaggerConfig, build_tagger, intent_part_names
 from models.vocab import Vocabulary
+from training.distributed import dataset_size, gather_in_order
 from training.metrics import Accuracy, SpanF1
 
 
@@ -193,8 +194,10 @@ class SlotTaggerModule(pl.LightningModule):
         path = Path(self.hparams.predictions_file)
         if not path.is_absolute():
             path = Path(self.trainer.log_dir or ".") / path
-        write_conlleval_file(path, self._test_rows)
+        # Under DDP each process tagged a share of the test set: gather them, in order, and write once.
+        rows = gather_in_order(self._test_rows, dataset_size(self.trainer.test_dataloaders))
         if self.trainer.is_global_zero:
+            write_conlleval_file(path, rows)
             print(f"conlleval input written to {path}")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
