@@ -16,7 +16,7 @@ import torch
 
 from models.checkpoint import LoadedTagger
 from models.decoding import penalties, viterbi
-from models.vocab import Vocabulary, encode_characters, pad_characters
+from models.vocab import encode_characters, pad_characters, pad_token_ids
 
 
 def encode_sentences(
@@ -24,13 +24,7 @@ def encode_sentences(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(B, T) word ids, (B, T) mask of real words and, for a model that reads characters,
     (B, T, C) character ids of already split sentences, in this tagger's own vocabulary."""
-    encoded = [tagger.vocabulary.encode(words) for words in sentences]
-    longest = max(len(ids) for ids in encoded)
-    token_ids = torch.full((len(encoded), longest), Vocabulary.pad_id, dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        token_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    lengths = torch.tensor([len(ids) for ids in encoded])
-    mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
+    token_ids, mask = pad_token_ids([tagger.vocabulary.encode(words) for words in sentences])
     char_ids = None
     if tagger.config.char_channels > 0 and tagger.characters is not None:
         char_ids = pad_characters([encode_characters(words, tagger.characters) for words in sentences])

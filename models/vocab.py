@@ -74,6 +74,14 @@ def encode_characters(words: Sequence[str], characters: Vocabulary) -> list[list
     return [[index.get(char, unk) for char in normalize_word(word)[:MAX_WORD_CHARS]] or [unk] for word in words]
 
 
+def pad_token_ids(rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sentence, word ids -> (B, T) ids right-padded with `<pad>` and the (B, T) mask of real words."""
+    longest = max(len(ids) for ids in rows)
+    token_ids = torch.tensor([ids + [Vocabulary.pad_id] * (longest - len(ids)) for ids in rows], dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids in rows])
+    return token_ids, torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
+
+
 def pad_characters(rows: Sequence[list[list[int]]]) -> torch.Tensor:
     """Per sentence, per word character ids -> (B, T, C) right-padded with 0 on both axes."""
     steps = max(len(words) for words in rows)

@@ -25,7 +25,7 @@ import torch
 
 from models.checkpoint import LoadedTagger, load_bundle
 from models.spans import bio_to_spans
-from models.vocab import encode_characters, pad_characters
+from models.vocab import encode_characters, pad_characters, pad_token_ids
 from serving.model_process import ModelProcess
 
 log = logging.getLogger("serving.predictor")
@@ -461,11 +461,7 @@ def score_rows(served: ServedModel, items: list[Prepared], intent_top_k: int) ->
 def encode_batch(served: ServedModel, items: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The model's inputs for `items`: (B, T) token ids, (B, T) mask of real words, and (B, T, C)
     character ids when the model reads characters (else None)."""
-    encoded = [served.encode(item.words) for item in items]
-    longest = max(len(ids) for ids in encoded)
-    token_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded], dtype=torch.long)
-    lengths = torch.tensor([len(ids) for ids in encoded])
-    mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
+    token_ids, mask = pad_token_ids([served.encode(item.words) for item in items])
     characters = served.tagger.characters
     char_ids = None
     if served.tagger.config.char_channels > 0 and characters is not None:

@@ -13,6 +13,7 @@ from models.checkpoint import LoadedTagger, load_bundle, make_bundle, save_bundl
 from models.ensemble import encode_sentences, predict
 from models.tagger import TaggerConfig, build_tagger
 from models.vocab import Vocabulary, build_characters
+from tests.test_decoding import is_bio_valid
 
 REPO = Path(__file__).resolve().parents[1]
 TAGS = ["O", "B-a", "I-a", "B-b", "I-b"]
@@ -47,15 +48,6 @@ def make_tagger(tmp_path: Path, seed: int, decoder: str = "softmax", name: str =
 def sentences(count: int = 40) -> list[list[str]]:
     rng = random.Random(0)
     return [[rng.choice(WORDS) for _ in range(rng.randint(1, 9))] for _ in range(count)]
-
-
-def is_bio_valid(tags: list[str]) -> bool:
-    previous = "O"
-    for tag in tags:
-        if tag.startswith("I-") and previous[2:] != tag[2:]:
-            return False
-        previous = tag
-    return True
 
 
 def test_two_copies_of_a_model_decode_as_the_model_alone(tmp_path: Path) -> None:
