@@ -88,6 +88,10 @@ class TaggerConfig:
     # own bias, so `atis_flight#atis_airfare` (19 ATIS training sentences) shares what its parts learn
     # from thousands. Labels stay the classes of one softmax. 0: every label has its own weights.
     intent_parts: int = 0
+    # Self-attention over the encoder's states (the encoder of Qin et al. 2019's Stack-Propagation:
+    # BiLSTM + self-attention), its output concatenated to each word's state, so a word's tag also
+    # sees words far away in the sentence. Pads are masked out as keys. 0 heads: off.
+    self_attention_heads: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -105,6 +109,8 @@ class TaggerConfig:
             raise ValueError(f"char_kernel must be odd and >= 1, got {self.char_kernel}")
         if self.intent_to_slots and not self.intent_head:
             raise ValueError("intent_to_slots needs the intent head")
+        if self.self_attention_heads < 0:
+            raise ValueError(f"self_attention_heads must be >= 0, got {self.self_attention_heads}")
         if self.intent_parts < 0:
             raise ValueError(f"intent_parts must be >= 0, got {self.intent_parts}")
         if self.intent_head and self.num_intents < 1:
@@ -258,6 +264,15 @@ class RecurrentTagger(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = RecurrentEncoder(config)
         states_size = self.encoder.output_size
+        self.self_attention = None
+        if config.self_attention_heads > 0:
+            if states_size % config.self_attention_heads:
+                raise ValueError(
+                    f"self_attention_heads ({config.self_attention_heads}) must divide the encoder's "
+                    f"output size ({states_size})"
+                )
+            self.self_attention = nn.MultiheadAttention(states_size, config.self_attention_heads, batch_first=True)
+            states_size *= 2
         tag_input_size = states_size + (config.num_intents if config.intent_to_slots else 0)
         self.tag_head = nn.Linear(tag_input_size, config.num_tags)
         self.intent_head = None
@@ -301,7 +316,11 @@ class RecurrentTagger(nn.Module):
             if char_ids is None:
                 raise ValueError("this model reads characters: pass char_ids")
             embedded = torch.cat([embedded, self.characters(char_ids)], dim=-1)
-        states = self.dropout(self.encoder(self.dropout(embedded), lengths))  # (B, T, H')
+        states = self.encoder(self.dropout(embedded), lengths)  # (B, T, H')
+        if self.self_attention is not None:
+            attended, _ = self.self_attention(states, states, states, key_padding_mask=~mask, need_weights=False)
+            states = torch.cat([states, attended], dim=-1)  # (B, T, 2H')
+        states = self.dropout(states)
         intent_logits = self.intent_logits(states, mask) if self.intent_head is not None else None
         if self.config.intent_to_slots:
             intent_probs = torch.softmax(intent_logits, dim=-1).unsqueeze(1).expand(-1, states.size(1), -1)

@@ -220,3 +220,28 @@ def test_intent_parts_need_the_intent_list_and_survive_a_round_trip(tmp_path) ->
     loaded = load_bundle(tmp_path / "parts.pt")
     token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
     assert torch.equal(model(token_ids, mask).intent_logits, loaded.model(token_ids, mask).intent_logits)
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_self_attention_ignores_padding_and_survives_a_round_trip(tmp_path, decoder: str) -> None:
+    """Pads are masked out as attention keys, so a sentence scores the same alone and in a batch."""
+    torch.manual_seed(0)
+    model = build_tagger(make_config(self_attention_heads=3, decoder=decoder)).eval()  # states: 2 x 6
+    assert model.tag_head.in_features == 2 * 12
+    short = [5, 6, 7]
+    alone = model(*padded_batch([short]))
+    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8, 9, 10], short]))
+    torch.testing.assert_close(batched.tag_logits[1, :3], alone.tag_logits[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batched.intent_logits[1], alone.intent_logits[0], rtol=1e-5, atol=1e-6)
+    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
+    save_bundle(make_bundle(model, vocabulary, list("OABCDEF"), INTENTS), tmp_path / "attention.pt")
+    loaded = load_bundle(tmp_path / "attention.pt").model
+    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
+    assert torch.equal(model(token_ids, mask).tag_logits, loaded(token_ids, mask).tag_logits)
+
+
+def test_self_attention_heads_must_divide_the_state_size() -> None:
+    with pytest.raises(ValueError, match="must divide the encoder's output size"):
+        build_tagger(make_config(self_attention_heads=5))  # 12-wide states
+    with pytest.raises(ValueError, match="self_attention_heads must be >= 0"):
+        make_config(self_attention_heads=-1)
