@@ -92,6 +92,10 @@ class TaggerConfig:
     # BiLSTM + self-attention), its output concatenated to each word's state, so a word's tag also
     # sees words far away in the sentence. Pads are masked out as keys. 0 heads: off.
     self_attention_heads: int = 0
+    # The intent head also reads each word's input features (embedding + characters) beside its
+    # encoder state, pooled the same way: a direct path from keywords ("meal", "fare", "airport") to
+    # the intent, as a bag-of-words classifier has, for intents with a few dozen training sentences.
+    intent_words: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -200,6 +204,7 @@ class RecurrentEncoder(nn.Module):
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
         input_size = config.embedding_dim + config.char_channels  # word embedding + character features
+        self.input_size = input_size
         for _ in range(config.num_layers):
             self.forward_layers.append(make_cell(input_size, config.hidden_size))
             if config.bidirectional:
@@ -277,8 +282,9 @@ class RecurrentTagger(nn.Module):
         self.tag_head = nn.Linear(tag_input_size, config.num_tags)
         self.intent_head = None
         self.intent_bias = None
+        intent_features_size = states_size + (self.encoder.input_size if config.intent_words else 0)
         if config.intent_head:
-            pooled_size = states_size if config.intent_pooling == "token" else 2 * states_size
+            pooled_size = intent_features_size if config.intent_pooling == "token" else 2 * intent_features_size
             self.intent_head = nn.Linear(pooled_size, config.intent_parts or config.num_intents)
         membership = torch.zeros(0)
         if config.intent_head and config.intent_parts:
@@ -290,7 +296,7 @@ class RecurrentTagger(nn.Module):
             self.intent_bias = nn.Parameter(torch.zeros(config.num_intents))
         # Rebuilt from the intent list, not saved (like the BIO constraints below).
         self.register_buffer("intent_membership", membership, persistent=False)
-        self.intent_attention = nn.Linear(states_size, 1) if config.intent_pooling == "attention" else None
+        self.intent_attention = nn.Linear(intent_features_size, 1) if config.intent_pooling == "attention" else None
         self.crf = LinearChainCRF(config.num_tags) if config.decoder == "crf" else None
         if slot_tags is not None and len(slot_tags) != config.num_tags:
             raise ValueError(f"{len(slot_tags)} slot tags for a model with {config.num_tags}")
@@ -316,12 +322,16 @@ class RecurrentTagger(nn.Module):
             if char_ids is None:
                 raise ValueError("this model reads characters: pass char_ids")
             embedded = torch.cat([embedded, self.characters(char_ids)], dim=-1)
-        states = self.encoder(self.dropout(embedded), lengths)  # (B, T, H')
+        inputs = self.dropout(embedded)
+        states = self.encoder(inputs, lengths)  # (B, T, H')
         if self.self_attention is not None:
             attended, _ = self.self_attention(states, states, states, key_padding_mask=~mask, need_weights=False)
             states = torch.cat([states, attended], dim=-1)  # (B, T, 2H')
         states = self.dropout(states)
-        intent_logits = self.intent_logits(states, mask) if self.intent_head is not None else None
+        intent_logits = None
+        if self.intent_head is not None:
+            intent_features = torch.cat([states, inputs], dim=-1) if self.config.intent_words else states
+            intent_logits = self.intent_logits(intent_features, mask)
         if self.config.intent_to_slots:
             intent_probs = torch.softmax(intent_logits, dim=-1).unsqueeze(1).expand(-1, states.size(1), -1)
             states = torch.cat([states, intent_probs], dim=-1)

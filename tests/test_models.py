@@ -167,6 +167,33 @@ def test_intent_pooling_ignores_padding(pooling: str) -> None:
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
+def test_intent_words_ignore_padding(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = build_tagger(make_config(intent_pooling=pooling, intent_words=True)).eval()
+    alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
+    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_intent_words_read_the_pooled_word_embeddings() -> None:
+    """With the encoder's share of the intent head zeroed, the intent logits are a linear function of
+    the mean and max of the sentence's word embeddings: the words' own path to the intent."""
+    torch.manual_seed(0)
+    model = build_tagger(make_config(intent_words=True)).eval()
+    states_size, input_size = model.encoder.output_size, model.encoder.input_size
+    assert model.intent_head.in_features == 2 * (states_size + input_size)
+    with torch.no_grad():
+        weight = model.intent_head.weight.view(-1, 2, states_size + input_size)
+        weight[:, :, :states_size] = 0.0
+    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
+    logits = model(token_ids, mask).intent_logits
+    for row, length in enumerate(mask.sum(1).tolist()):
+        embedded = model.embedding(token_ids[row, :length])
+        pooled = torch.cat([torch.zeros(states_size), embedded.mean(0), torch.zeros(states_size), embedded.amax(0)])
+        torch.testing.assert_close(logits[row], model.intent_head(pooled), rtol=1e-5, atol=1e-6)
+
+
 def test_word_dropout_only_in_training() -> None:
     torch.manual_seed(0)
     model = build_tagger(make_config(word_dropout=0.5))

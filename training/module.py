@@ -39,6 +39,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_to_slots: feed the predicted intent distribution to every word's tag scores.
         intent_parts: score multi-intent labels (`a#b`) as the sum of their parts' scores plus a bias.
         self_attention_heads: self-attention over the encoder states, concatenated to them (0: off).
+        intent_words: the intent head also pools each word's input features (embedding + characters).
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         intent_counts: training sentences per intent, linked from the data module.
         intent_balance: 0 treats every sentence alike; b > 0 weights each intent's cross-entropy by
@@ -72,6 +73,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_to_slots: bool = False,
         intent_parts: bool = False,
         self_attention_heads: int = 0,
+        intent_words: bool = False,
         intent_loss_weight: float = 1.0,
         intent_counts: list[int] | None = None,
         intent_balance: float = 0.0,
@@ -110,6 +112,7 @@ class SlotTaggerModule(pl.LightningModule):
             intent_to_slots=intent_to_slots,
             intent_parts=len(intent_part_names(self.intents)) if intent_parts else 0,
             self_attention_heads=self_attention_heads,
+            intent_words=intent_words,
         )
         self.model = build_tagger(self.config, self.slot_tags, self.intents)
         self.register_buffer("intent_weights", intent_class_weights(intent_counts, intent_balance), persistent=False)
