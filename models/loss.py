@@ -20,16 +20,22 @@ def slot_loss(tag_logits: torch.Tensor, tag_ids: torch.Tensor) -> torch.Tensor:
 
 
 def intent_loss(
-    intent_logits: torch.Tensor, intent_ids: torch.Tensor, class_weights: torch.Tensor | None = None
+    intent_logits: torch.Tensor,
+    intent_ids: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Intent cross-entropy over the batch; (B, I) logits, (B,) ids -> scalar. The mean over the
     sentences, or with (I,) `class_weights` each sentence's term times its intent's weight, summed
     and divided by the number of sentences (not by the weights' sum, which would undo them within a
-    batch of one intent)."""
+    batch of one intent). `label_smoothing` moves that share of each target onto all intents
+    uniformly (Szegedy et al. 2016), so no intent is pushed to probability 1."""
     known = intent_ids != IGNORE_INDEX
     if not bool(known.any()):
         return intent_logits.sum() * 0.0
-    per_sentence = F.cross_entropy(intent_logits, intent_ids, ignore_index=IGNORE_INDEX, reduction="none")
+    per_sentence = F.cross_entropy(
+        intent_logits, intent_ids, ignore_index=IGNORE_INDEX, reduction="none", label_smoothing=label_smoothing
+    )
     if class_weights is not None:
         per_sentence = per_sentence * class_weights[intent_ids.clamp(min=0)]
     return per_sentence[known].mean()

@@ -194,6 +194,23 @@ def test_intent_balance_weights_rare_intents_up_with_mean_one() -> None:
         intent_class_weights([3, 0], 0.5)
 
 
+def test_intent_label_smoothing_spreads_the_target() -> None:
+    from models.loss import IGNORE_INDEX, intent_loss
+
+    logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
+    ids = torch.tensor([0, 1, IGNORE_INDEX])
+    log_probs = torch.log_softmax(logits[:2], dim=-1)
+    # 0.3 of each target spread over the 3 intents: 0.8 on the gold intent, 0.1 on each other
+    targets = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    expected = -(targets * log_probs).sum(dim=-1).mean()
+    assert float(intent_loss(logits, ids, label_smoothing=0.3)) == pytest.approx(float(expected))
+    assert float(intent_loss(logits, ids, label_smoothing=0.3)) > float(intent_loss(logits, ids))
+    from training.module import SlotTaggerModule
+
+    with pytest.raises(ValueError, match="intent_label_smoothing"):
+        SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], intent_label_smoothing=1.0)
+
+
 def test_adam_is_fused_on_cpu() -> None:
     from training.module import SlotTaggerModule
 

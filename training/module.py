@@ -45,6 +45,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_balance: 0 treats every sentence alike; b > 0 weights each intent's cross-entropy by
             (count / largest count) ** -b (1: inverse frequency), normalised so that the mean weight
             over the training sentences is 1, to help the rare intents.
+        intent_label_smoothing: share of each intent target spread uniformly over all intents.
         lr, weight_decay: Adam's.
         lr_schedule: `constant`, or `cosine` decay to zero over `trainer.max_epochs`.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
@@ -77,6 +78,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_loss_weight: float = 1.0,
         intent_counts: list[int] | None = None,
         intent_balance: float = 0.0,
+        intent_label_smoothing: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -115,6 +117,8 @@ class SlotTaggerModule(pl.LightningModule):
             intent_words=intent_words,
         )
         self.model = build_tagger(self.config, self.slot_tags, self.intents)
+        if not 0.0 <= intent_label_smoothing < 1.0:
+            raise ValueError(f"intent_label_smoothing must be in [0, 1), got {intent_label_smoothing}")
         self.register_buffer("intent_weights", intent_class_weights(intent_counts, intent_balance), persistent=False)
         self.span_f1 = torch.nn.ModuleDict({stage: SpanF1() for stage in ("val", "test")})
         self.intent_accuracy = torch.nn.ModuleDict({stage: Accuracy() for stage in ("val", "test")})
@@ -141,7 +145,9 @@ class SlotTaggerModule(pl.LightningModule):
         batch_size = batch["token_ids"].size(0)
         loss = self.model.slot_loss(output.tag_logits, batch["tag_ids"], batch["mask"])
         if output.intent_logits is not None:
-            intent_term = intent_loss(output.intent_logits, batch["intent_ids"], self.intent_weights)
+            intent_term = intent_loss(
+                output.intent_logits, batch["intent_ids"], self.intent_weights, self.hparams.intent_label_smoothing
+            )
             loss = loss + self.hparams.intent_loss_weight * intent_term
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=on_step, on_step=on_step, on_epoch=True)
