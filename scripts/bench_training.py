@@ -92,6 +92,7 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         return None
     fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
     val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
+    best_row = next(r for r in fit_rows if r.get("val/slot_f1") and int(r["epoch"]) == max(val)[1])
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
     test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
     losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
@@ -104,6 +105,8 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         "test_sentence_accuracy": 100 * float(test_row["test/sentence_accuracy"]),
         "seqeval_slot_f1": 100 * seqeval_f1(out_dir / name / "test" / "predictions.txt"),
         "val_slot_f1": 100 * max(val)[0],
+        "val_intent_accuracy": 100 * float(best_row["val/intent_accuracy"]),
+        "val_sentence_accuracy": 100 * float(best_row["val/sentence_accuracy"]),
         "best_epoch": max(val)[1],
         "epochs": len(val),
         "train_epoch_seconds": statistics.median(epoch_seconds),
@@ -140,11 +143,18 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
+def spread_of(runs: list[dict], key: str, digits: int = 2) -> str:
+    """Median (range) of a figure over runs, or — when an older record lacks it."""
+    if not all(key in r for r in runs):
+        return "—"
+    return spread([r[key] for r in runs], digits)
+
+
 def table(results: list[dict]) -> str:
     lines = [
-        "| config | seeds | test slot F1 | intent acc % | sentence acc % | val slot F1 | s / train epoch | fit wall s "
-        "| best epoch | parameters | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | seeds | test slot F1 | intent acc % | sentence acc % | val slot F1 | val intent % | val sentence % "
+        "| s / train epoch | fit wall s | best epoch | parameters | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == config]
@@ -153,7 +163,8 @@ def table(results: list[dict]) -> str:
             f"| {config} | {len(runs)} | {spread([r['test_slot_f1'] for r in runs])} "
             f"| {spread([r['test_intent_accuracy'] for r in runs])} "
             f"| {spread([r['test_sentence_accuracy'] for r in runs])} "
-            f"| {spread([r['val_slot_f1'] for r in runs]) if all('val_slot_f1' in r for r in runs) else '—'} "
+            f"| {spread_of(runs, 'val_slot_f1')} | {spread_of(runs, 'val_intent_accuracy', 1)} "
+            f"| {spread_of(runs, 'val_sentence_accuracy', 1)} "
             f"| {spread([r['train_epoch_seconds'] for r in runs], 1)} "
             f"| {spread([r['fit_wall_seconds'] for r in runs], 0)} "
             f"| {', '.join(str(r['best_epoch']) for r in runs)} | {parameters} "
