@@ -6,10 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from models.vocab import Vocabulary, build_characters
-from training.data import Example, collate, encode, label_list, read_split, read_utterances
+from training.augment import MentionReplacement
+from training.data import EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
 
 
 class SlotDataModule(pl.LightningDataModule):
@@ -25,6 +26,9 @@ class SlotDataModule(pl.LightningDataModule):
         eval_batch_size: sentences per validation/test/predict batch.
         min_word_freq: words seen fewer times in training map to `<unk>`.
         train_limit: use only the first N training sentences (quick runs and tests).
+        mention_replacement: probability that each slot value of a training sentence is replaced,
+            every time the sentence is read, by another training value of the same slot type
+            (`training.augment`); 0: off.
         predict_file: raw utterances, one a line, for `predict`.
         num_workers: DataLoader worker processes.
     """
@@ -36,6 +40,7 @@ class SlotDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         min_word_freq: int = 1,
         train_limit: int | None = None,
+        mention_replacement: float = 0.0,
         predict_file: str | None = None,
         num_workers: int = 0,
     ) -> None:
@@ -45,6 +50,9 @@ class SlotDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.predict_file = predict_file
         self.num_workers = num_workers
+        if not 0.0 <= mention_replacement <= 1.0:
+            raise ValueError(f"mention_replacement must be in [0, 1], got {mention_replacement}")
+        self.mention_replacement = mention_replacement
         train = read_split(self.data_dir, "train")
         self.train_examples = train[:train_limit] if train_limit else train
         self.vocabulary = Vocabulary.build((ex.words for ex in self.train_examples), min_freq=min_word_freq)
@@ -60,12 +68,13 @@ class SlotDataModule(pl.LightningDataModule):
     def _encoded(self, split: str) -> list:
         if split not in self._splits:
             examples = self.train_examples if split == "train" else read_split(self.data_dir, split)
-            self._splits[split] = [
-                encode(ex, self.vocabulary, self._tag_index, self._intent_index, self.characters) for ex in examples
-            ]
+            self._splits[split] = [self._encode(ex) for ex in examples]
         return self._splits[split]
 
-    def _loader(self, items: list, batch_size: int, shuffle: bool) -> DataLoader:
+    def _encode(self, example: Example) -> EncodedExample:
+        return encode(example, self.vocabulary, self._tag_index, self._intent_index, self.characters)
+
+    def _loader(self, items: list[EncodedExample] | Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             items,
             batch_size=batch_size,
@@ -76,6 +85,9 @@ class SlotDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.mention_replacement > 0:
+            augmented = MentionReplacement(self.train_examples, self.mention_replacement, self._encode)
+            return self._loader(augmented, self.batch_size, shuffle=True)
         return self._loader(self._encoded("train"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -88,5 +100,5 @@ class SlotDataModule(pl.LightningDataModule):
         if not self.predict_file:
             raise ValueError("predict needs --data.predict_file: a text file of utterances, one a line")
         utterances = [Example(tuple(words), (), "") for words in read_utterances(self.predict_file)]
-        items = [encode(ex, self.vocabulary, self._tag_index, self._intent_index, self.characters) for ex in utterances]
+        items = [self._encode(ex) for ex in utterances]
         return self._loader(items, self.eval_batch_size, shuffle=False)
