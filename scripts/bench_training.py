@@ -8,6 +8,8 @@ and write median/range of test scores and wall times into docs/benchmarks.md.
 
 Every run's figures are appended to `<out-dir>/results.jsonl`; `--collect` rebuilds the table from
 that file for the given specs (the newest run of each spec and seed) without training again.
+`runs/` is not in git: on a fresh clone `--restore-records` rebuilds that file from the per-run
+figures that docs/benchmarks.md keeps under each table, so `--collect` works there too.
 
 Each run's F1 is also recomputed with seqeval from the `predictions.txt` that `test` writes, and
 the two must agree.
@@ -139,6 +141,27 @@ def collect(specs: list[str], out_dir: Path) -> list[dict]:
     return results
 
 
+def restore_records(out_dir: Path) -> int:
+    """Append to `<out-dir>/results.jsonl` every per-run record that docs/benchmarks.md holds and the
+    file lacks (each once, in the order the docs list them); returns how many were added."""
+    path = out_dir / "results.jsonl"
+    known = {line for line in path.read_text().splitlines()} if path.is_file() else set()
+    known = {json.dumps(json.loads(line), sort_keys=True) for line in known if line.strip()}
+    added = []
+    for block in re.findall(r"Per-run figures:\n\n```\n(.*?)```", DOC.read_text(), re.S):
+        for line in block.splitlines():
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            key = json.dumps(record, sort_keys=True)
+            if key not in known:
+                known.add(key)
+                added.append(record)
+    with path.open("a") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in added)
+    return len(added)
+
+
 def spread(values: list[float], digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
@@ -181,10 +204,15 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--section", default="training-bench", help="marker of the docs/benchmarks.md section")
     parser.add_argument("--collect", action="store_true", help="table from results.jsonl; train nothing")
+    parser.add_argument("--restore-records", action="store_true",
+                        help="rebuild <out-dir>/results.jsonl from docs/benchmarks.md's per-run records")  # fmt: skip
     parser.add_argument("--note", default="", help="a line to add under the table (e.g. how the runs shared the CPU)")
     args = parser.parse_args()
     out_dir = REPO / args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.restore_records:
+        print(f"{restore_records(out_dir)} records added to {out_dir / 'results.jsonl'}")
+        return
     if args.collect:
         results = collect(args.runs, out_dir)
     else:
