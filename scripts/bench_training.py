@@ -94,7 +94,8 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         return None
     fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
     val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
-    best_row = next(r for r in fit_rows if r.get("val/slot_f1") and int(r["epoch"]) == max(val)[1])
+    best_f1, best_epoch = max(val)
+    best_row = next(r for r in fit_rows if r.get("val/slot_f1") and int(r["epoch"]) == best_epoch)
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
     test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
     losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
@@ -106,10 +107,10 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         "test_intent_accuracy": 100 * float(test_row["test/intent_accuracy"]),
         "test_sentence_accuracy": 100 * float(test_row["test/sentence_accuracy"]),
         "seqeval_slot_f1": 100 * seqeval_f1(out_dir / name / "test" / "predictions.txt"),
-        "val_slot_f1": 100 * max(val)[0],
+        "val_slot_f1": 100 * best_f1,
         "val_intent_accuracy": 100 * float(best_row["val/intent_accuracy"]),
         "val_sentence_accuracy": 100 * float(best_row["val/sentence_accuracy"]),
-        "best_epoch": max(val)[1],
+        "best_epoch": best_epoch,
         "epochs": len(val),
         "train_epoch_seconds": statistics.median(epoch_seconds),
         "fit_wall_seconds": fit_seconds,
@@ -145,8 +146,8 @@ def restore_records(out_dir: Path) -> int:
     """Append to `<out-dir>/results.jsonl` every per-run record that docs/benchmarks.md holds and the
     file lacks (each once, in the order the docs list them); returns how many were added."""
     path = out_dir / "results.jsonl"
-    known = {line for line in path.read_text().splitlines()} if path.is_file() else set()
-    known = {json.dumps(json.loads(line), sort_keys=True) for line in known if line.strip()}
+    lines = path.read_text().splitlines() if path.is_file() else []
+    known = {json.dumps(json.loads(line), sort_keys=True) for line in lines if line.strip()}
     added = []
     for block in re.findall(r"Per-run figures:\n\n```\n(.*?)```", DOC.read_text(), re.S):
         for line in block.splitlines():

@@ -53,12 +53,11 @@ def replace_mentions(
 class MentionReplacement(Dataset):
     """Training examples, each drawn with its slot values replaced afresh every time it is read.
 
-    `encode` turns an `Example` into model inputs (the data module's vocabularies).
+    `encode` turns an `Example` into model inputs (the data module's vocabularies). The data module
+    checks `probability` (in [0, 1]) when it is configured.
     """
 
     def __init__(self, examples: Sequence[Example], probability: float, encode) -> None:
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"mention replacement probability must be in [0, 1], got {probability}")
         self.examples = list(examples)
         self.values = slot_values(self.examples)
         self.probability = probability
