@@ -41,6 +41,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
 
 
+def best_validation_row(fit_rows: list[dict[str, str]]) -> dict[str, str]:
+    """The validation row of the epoch whose checkpoint is `best.ckpt`: the first epoch reaching the
+    highest slot F1, since ModelCheckpoint replaces its best only on a strictly better score."""
+    val_rows = [r for r in fit_rows if r.get("val/slot_f1")]
+    return max(val_rows, key=lambda r: (float(r["val/slot_f1"]), -int(r["epoch"])))
+
+
 def seqeval_f1(predictions: Path) -> float:
     gold, predicted, g, p = [], [], [], []
     for line in predictions.read_text().split("\n"):
@@ -93,13 +100,15 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         print(f"{name}: failed ({error.returncode}):\n{error.stderr.decode(errors='replace')[-2000:]}", flush=True)
         return None
     fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
-    val = [(float(r["val/slot_f1"]), int(r["epoch"])) for r in fit_rows if r.get("val/slot_f1")]
-    best_f1, best_epoch = max(val)
-    best_row = next(r for r in fit_rows if r.get("val/slot_f1") and int(r["epoch"]) == best_epoch)
+    best_row = best_validation_row(fit_rows)
+    best_epoch = int(best_row["epoch"])
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
     test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
     losses = [float(r["train/loss_step"]) for r in fit_rows if r.get("train/loss_step")]
-    bundle = torch.load(best, map_location="cpu", weights_only=True)["slotfill_bundle"]
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    if checkpoint["epoch"] != best_epoch:
+        raise RuntimeError(f"{best} is from epoch {checkpoint['epoch']}, its metrics.csv says {best_epoch}")
+    bundle = checkpoint["slotfill_bundle"]
     result = {
         "config": spec_label(spec),
         "seed": seed,
@@ -107,11 +116,11 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         "test_intent_accuracy": 100 * float(test_row["test/intent_accuracy"]),
         "test_sentence_accuracy": 100 * float(test_row["test/sentence_accuracy"]),
         "seqeval_slot_f1": 100 * seqeval_f1(out_dir / name / "test" / "predictions.txt"),
-        "val_slot_f1": 100 * best_f1,
+        "val_slot_f1": 100 * float(best_row["val/slot_f1"]),
         "val_intent_accuracy": 100 * float(best_row["val/intent_accuracy"]),
         "val_sentence_accuracy": 100 * float(best_row["val/sentence_accuracy"]),
         "best_epoch": best_epoch,
-        "epochs": len(val),
+        "epochs": sum(1 for r in fit_rows if r.get("val/slot_f1")),
         "train_epoch_seconds": statistics.median(epoch_seconds),
         "fit_wall_seconds": fit_seconds,
         "parameters": sum(t.numel() for t in bundle["state_dict"].values()),

@@ -37,3 +37,15 @@ def test_restore_records_adds_each_docs_record_once(bench_training, tmp_path: Pa
     results = bench_training.collect(["atis-lstm:2"], out_dir)
     assert [r["test_slot_f1"] for r in results] == [95.0, 95.5]
     assert "| atis-lstm | 2 | 95.25 (95.00–95.50) |" in bench_training.table(results)
+
+
+def test_best_validation_row_is_the_first_epoch_at_the_highest_f1(bench_training) -> None:
+    # ModelCheckpoint keeps the first of tied epochs, so the recorded figures must come from it.
+    rows = [{"epoch": "0", "val/slot_f1": "0.90", "val/intent_accuracy": "0.95"},
+            {"epoch": "0", "train/loss_step": "1.0"},
+            {"epoch": "1", "val/slot_f1": "0.98", "val/intent_accuracy": "0.98"},
+            {"epoch": "2", "val/slot_f1": "0.97", "val/intent_accuracy": "0.99"},
+            {"epoch": "3", "val/slot_f1": "0.98", "val/intent_accuracy": "0.96"}]  # fmt: skip
+    assert bench_training.best_validation_row(rows)["epoch"] == "1"
+    rows[3]["val/slot_f1"] = "0.99"
+    assert bench_training.best_validation_row(rows)["epoch"] == "2"
