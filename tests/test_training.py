@@ -219,6 +219,25 @@ def test_adam_is_fused_on_cpu() -> None:
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
 
 
+def test_lr_schedules() -> None:
+    def optimizers(schedule: str):
+        return SlotTaggerModule(
+            ["<pad>", "<unk>", "a"], ["O"], ["i"], hidden_size=4, embedding_dim=4, lr_schedule=schedule
+        ).configure_optimizers()
+
+    assert isinstance(optimizers("constant"), torch.optim.Adam)
+    plateau = optimizers("plateau")["lr_scheduler"]
+    assert plateau["monitor"] == "val/slot_f1" and plateau["interval"] == "epoch"
+    schedule = plateau["scheduler"]
+    for f1 in (0.5, 0.6, 0.6, 0.6):  # the best, then 2 epochs without improvement: still 1e-3
+        schedule.step(f1)
+    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    schedule.step(0.6)  # a third: halved
+    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="valid: constant, cosine, plateau"):
+        optimizers("step")
+
+
 def test_bench_optimizer_compares_the_three_adam_variants(tiny_data: Path) -> None:
     import subprocess
     import sys

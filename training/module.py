@@ -47,7 +47,9 @@ class SlotTaggerModule(pl.LightningModule):
             over the training sentences is 1, to help the rare intents.
         intent_label_smoothing: share of each intent target spread uniformly over all intents.
         lr, weight_decay: Adam's.
-        lr_schedule: `constant`, or `cosine` decay to zero over `trainer.max_epochs`.
+        lr_schedule: `constant`; `cosine` decay to zero over `trainer.max_epochs`; or `plateau`: the
+            rate halves whenever validation slot F1 has not improved for 2 epochs, so it stays high
+            while the model still learns and drops only once progress stalls.
         predictions_file: where `test` writes conlleval input (relative paths go under the log dir).
     """
 
@@ -81,7 +83,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_label_smoothing: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: Literal["constant", "cosine", "plateau"] = "constant",
         predictions_file: str = "predictions.txt",
     ) -> None:
         super().__init__()
@@ -250,8 +252,14 @@ class SlotTaggerModule(pl.LightningModule):
         )
         if self.hparams.lr_schedule == "constant":
             return optimizer
+        if self.hparams.lr_schedule == "plateau":
+            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "monitor": "val/slot_f1", "interval": "epoch"},
+            }
         if self.hparams.lr_schedule != "cosine":
-            raise ValueError(f"unknown lr_schedule {self.hparams.lr_schedule!r}; valid: constant, cosine")
+            raise ValueError(f"unknown lr_schedule {self.hparams.lr_schedule!r}; valid: constant, cosine, plateau")
         epochs = max(1, self.trainer.max_epochs or 1)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
