@@ -41,10 +41,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open()))
 
 
-def best_validation_row(fit_rows: list[dict[str, str]]) -> dict[str, str]:
+def validation_rows(fit_rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of a fit's metrics.csv that hold an epoch's validation metrics."""
+    return [r for r in fit_rows if r.get("val/slot_f1")]
+
+
+def best_validation_row(val_rows: list[dict[str, str]]) -> dict[str, str]:
     """The validation row of the epoch whose checkpoint is `best.ckpt`: the first epoch reaching the
     highest slot F1, since ModelCheckpoint replaces its best only on a strictly better score."""
-    val_rows = [r for r in fit_rows if r.get("val/slot_f1")]
     return max(val_rows, key=lambda r: (float(r["val/slot_f1"]), -int(r["epoch"])))
 
 
@@ -100,7 +104,8 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         print(f"{name}: failed ({error.returncode}):\n{error.stderr.decode(errors='replace')[-2000:]}", flush=True)
         return None
     fit_rows = read_rows(out_dir / name / "fit" / "metrics.csv")
-    best_row = best_validation_row(fit_rows)
+    val_rows = validation_rows(fit_rows)
+    best_row = best_validation_row(val_rows)
     best_epoch = int(best_row["epoch"])
     epoch_seconds = [float(r["train/epoch_seconds"]) for r in fit_rows if r.get("train/epoch_seconds")]
     test_row = next(r for r in read_rows(out_dir / name / "test" / "metrics.csv") if r.get("test/slot_f1"))
@@ -120,7 +125,7 @@ def run_one(spec: str, seed: int, out_dir: Path) -> dict | None:
         "val_intent_accuracy": 100 * float(best_row["val/intent_accuracy"]),
         "val_sentence_accuracy": 100 * float(best_row["val/sentence_accuracy"]),
         "best_epoch": best_epoch,
-        "epochs": sum(1 for r in fit_rows if r.get("val/slot_f1")),
+        "epochs": len(val_rows),
         "train_epoch_seconds": statistics.median(epoch_seconds),
         "fit_wall_seconds": fit_seconds,
         "parameters": sum(t.numel() for t in bundle["state_dict"].values()),

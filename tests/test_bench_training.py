@@ -46,6 +46,8 @@ def test_best_validation_row_is_the_first_epoch_at_the_highest_f1(bench_training
             {"epoch": "1", "val/slot_f1": "0.98", "val/intent_accuracy": "0.98"},
             {"epoch": "2", "val/slot_f1": "0.97", "val/intent_accuracy": "0.99"},
             {"epoch": "3", "val/slot_f1": "0.98", "val/intent_accuracy": "0.96"}]  # fmt: skip
-    assert bench_training.best_validation_row(rows)["epoch"] == "1"
+    val_rows = bench_training.validation_rows(rows)
+    assert [r["epoch"] for r in val_rows] == ["0", "1", "2", "3"]
+    assert bench_training.best_validation_row(val_rows)["epoch"] == "1"
     rows[3]["val/slot_f1"] = "0.99"
-    assert bench_training.best_validation_row(rows)["epoch"] == "2"
+    assert bench_training.best_validation_row(val_rows)["epoch"] == "2"
