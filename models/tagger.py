@@ -77,10 +77,14 @@ class TaggerConfig:
     decoder: Literal["softmax", "crf"] = "softmax"
     # Character features: a CNN over each word's characters, max-pooled, concatenated to its word
     # embedding (Ma & Hovy 2016), so unseen words still get a representation. Off when 0 channels.
+    # `char_encoder` picks how a word's characters become its features: `cnn` (above) or `lstm`, a
+    # BiLSTM over the characters whose last forward and first backward states are concatenated
+    # (Lample et al. 2016), `char_channels` wide in all (half each direction).
     char_vocab_size: int = 0
     char_channels: int = 0
     char_embedding_dim: int = 30
     char_kernel: int = 3
+    char_encoder: Literal["cnn", "lstm"] = "cnn"
     # Slot-intent interaction: each word's tag scores also see the predicted intent distribution.
     intent_to_slots: bool = False
     # Multi-intent labels scored by their parts: with n > 0 the head scores the n single intents
@@ -111,6 +115,10 @@ class TaggerConfig:
             raise ValueError("character features need char_channels >= 1 and a character vocabulary")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
             raise ValueError(f"char_kernel must be odd and >= 1, got {self.char_kernel}")
+        if self.char_encoder not in ("cnn", "lstm"):
+            raise ValueError(f"unknown char_encoder {self.char_encoder!r}; valid: cnn, lstm")
+        if self.char_encoder == "lstm" and self.char_channels % 2:
+            raise ValueError(f"char_encoder lstm needs an even char_channels, got {self.char_channels}")
         if self.intent_to_slots and not self.intent_head:
             raise ValueError("intent_to_slots needs the intent head")
         if self.self_attention_heads < 0:
@@ -172,6 +180,47 @@ def reversal_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 def _gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index.unsqueeze(-1).expand_as(values))
+
+
+class CharacterBiLSTM(nn.Module):
+    """Each word's characters -> embedding -> BiLSTM; the forward state after the last character and
+    the backward state after the first, concatenated. Only real words run through the LSTMs."""
+
+    def __init__(self, num_chars: int, embedding_dim: int, channels: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, embedding_dim, padding_idx=Vocabulary.pad_id)
+        self.forward_lstm = nn.LSTM(embedding_dim, channels // 2, batch_first=True)
+        self.backward_lstm = nn.LSTM(embedding_dim, channels // 2, batch_first=True)
+        self.channels = channels
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) character ids (0 = pad, right-padded) -> (B, T, channels); pad words get zeros."""
+        batch, steps, chars = char_ids.shape
+        flat = char_ids.reshape(batch * steps, chars)
+        lengths = (flat != Vocabulary.pad_id).sum(dim=1)
+        real = lengths > 0
+        out = self.embedding.weight.new_zeros(batch * steps, self.channels)
+        if not bool(real.any()):
+            return out.reshape(batch, steps, self.channels)
+        words, lengths = flat[real], lengths[real]
+        # Trailing pads never reach a word's features (the forward state is read at its last
+        # character, the backward LSTM reads it reversed from the start); trimming them saves steps.
+        longest = int(lengths.max())
+        embedded = self.embedding(words[:, :longest])  # (N, L, E)
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1)
+        forward_states, _ = self.forward_lstm(embedded)
+        reverse = reversal_index(lengths, longest)
+        backward_states, _ = self.backward_lstm(_gather_time(embedded, reverse))
+        width = self.channels // 2
+        features = torch.cat(
+            [
+                forward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
+                backward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
+            ],
+            dim=-1,
+        )
+        out[real] = features
+        return out.reshape(batch, steps, self.channels)
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
@@ -262,7 +311,9 @@ class RecurrentTagger(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=Vocabulary.pad_id)
         self.characters = None
-        if config.char_channels > 0:
+        if config.char_channels > 0 and config.char_encoder == "lstm":
+            self.characters = CharacterBiLSTM(config.char_vocab_size, config.char_embedding_dim, config.char_channels)
+        elif config.char_channels > 0:
             self.characters = CharacterCNN(
                 config.char_vocab_size, config.char_embedding_dim, config.char_channels, config.char_kernel
             )

@@ -160,12 +160,19 @@ def test_forbidden_is_finite_and_dominates() -> None:
     assert FORBIDDEN > -1e30 and FORBIDDEN < -1e3
 
 
-def test_character_features_ignore_padding_and_unseen_characters_map_to_unk() -> None:
+@pytest.mark.parametrize(("char_encoder", "channels"), [("cnn", 5), ("lstm", 6)])
+def test_character_features_ignore_padding_and_unseen_characters_map_to_unk(char_encoder: str, channels: int) -> None:
     characters = build_characters([["boston", "denver", "1200"]])
     assert "0" in characters.index and "1" not in characters.index  # digits share one shape
     assert encode_characters(["Zürich"], characters)[0][0] == Vocabulary.unk_id  # z unseen, ü unseen
     torch.manual_seed(4)
-    model = make_model("softmax", char_vocab_size=len(characters), char_channels=5, char_embedding_dim=4)
+    model = make_model(
+        "softmax",
+        char_vocab_size=len(characters),
+        char_channels=channels,
+        char_embedding_dim=4,
+        char_encoder=char_encoder,
+    )
     words = [["boston", "to", "denver"], ["to", "extraordinarily", "boston", "on", "monday"]]
     token_ids, mask = batch_of([[5, 6, 7], [6, 8, 5, 9, 10]])
     char_ids = pad_characters([encode_characters(w, characters) for w in words])
@@ -181,7 +188,30 @@ def test_character_features_ignore_padding_and_unseen_characters_map_to_unk() ->
         model(token_ids, mask)
 
 
-def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_path: Path) -> None:
+def test_character_bilstm_reads_each_word_forwards_to_its_end_and_backwards_to_its_start() -> None:
+    """Its features equal the two LSTMs run on each word alone: the forward one's last output and the
+    backward one's last output over the reversed characters."""
+    torch.manual_seed(5)
+    model = make_model("softmax", char_vocab_size=12, char_channels=8, char_embedding_dim=4, char_encoder="lstm")
+    encoder = model.characters
+    words = [[3, 4, 5], [6, 7], [8, 9, 10, 11, 3]]
+    char_ids = torch.zeros(1, len(words) + 1, 5, dtype=torch.long)  # one pad word at the end
+    for position, chars in enumerate(words):
+        char_ids[0, position, : len(chars)] = torch.tensor(chars)
+    with torch.no_grad():
+        features = encoder(char_ids)[0]
+        for position, chars in enumerate(words):
+            embedded = encoder.embedding(torch.tensor([chars]))
+            forward = encoder.forward_lstm(embedded)[0][0, -1]
+            backward = encoder.backward_lstm(embedded.flip(1))[0][0, -1]
+            torch.testing.assert_close(features[position], torch.cat([forward, backward]))
+    assert features[len(words)].abs().sum() == 0
+    with pytest.raises(ValueError, match="even char_channels"):
+        make_model("softmax", char_vocab_size=12, char_channels=7, char_encoder="lstm")
+
+
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
+def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_path: Path, char_encoder: str) -> None:
     from serving.predictor import Predictor, Prepared, tokenize
     from training.cli import run_cli
 
@@ -193,12 +223,14 @@ def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_pa
             "--model.decoder=crf",
             "--model.char_channels=6",
             "--model.char_embedding_dim=4",
+            f"--model.char_encoder={char_encoder}",
             "--model.intent_to_slots=true",
         ]
     )
     assert cli.trainer.callback_metrics["val/slot_f1"] >= 0
     loaded = load_bundle(tmp_path / "checkpoints" / "best.ckpt")
     assert loaded.config.decoder == "crf" and loaded.config.char_channels == 6 and loaded.config.intent_to_slots
+    assert loaded.config.char_encoder == char_encoder
     assert loaded.characters is not None and len(loaded.characters) == loaded.config.char_vocab_size
     predictor = Predictor()
     predictor.load(tmp_path / "checkpoints" / "best.ckpt")

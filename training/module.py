@@ -36,6 +36,7 @@ class SlotTaggerModule(pl.LightningModule):
         decoder: `softmax` (per-word cross-entropy) or `crf`; decoding is BIO-valid either way.
         characters: the character list, linked from the data module (used when char_channels > 0).
         char_channels, char_embedding_dim, char_kernel: the character CNN (0 channels: off).
+        char_encoder: `cnn`, or `lstm` for a character BiLSTM (`char_channels` wide, `char_kernel` unused).
         intent_to_slots: feed the predicted intent distribution to every word's tag scores.
         intent_parts: score multi-intent labels (`a#b`) as the sum of their parts' scores plus a bias.
         self_attention_heads: self-attention over the encoder states, concatenated to them (0: off).
@@ -73,6 +74,7 @@ class SlotTaggerModule(pl.LightningModule):
         char_channels: int = 0,
         char_embedding_dim: int = 30,
         char_kernel: int = 3,
+        char_encoder: Literal["cnn", "lstm"] = "cnn",
         intent_to_slots: bool = False,
         intent_parts: bool = False,
         self_attention_heads: int = 0,
@@ -113,6 +115,7 @@ class SlotTaggerModule(pl.LightningModule):
             char_channels=char_channels,
             char_embedding_dim=char_embedding_dim,
             char_kernel=char_kernel,
+            char_encoder=char_encoder,
             intent_to_slots=intent_to_slots,
             intent_parts=len(intent_part_names(self.intents)) if intent_parts else 0,
             self_attention_heads=self_attention_heads,
