@@ -96,7 +96,9 @@ def main() -> None:
     model = served.tagger.model
     lines = Path(args.data).read_text(encoding="utf-8").splitlines()
     sentences = [Prepared(*words_from_tokens(line.split())) for line in lines if line.strip()]
-    print(f"{args.checkpoint}: {model.config.cell}, decoder {model.config.decoder}, chars {model.config.char_channels}")
+    config = model.config
+    chars = f"{config.char_channels} ({config.char_encoder})" if config.char_channels else "off"
+    print(f"{args.checkpoint}: {config.cell}, decoder {config.decoder}, chars {chars}")
     for size in args.sizes:
         time_batch(predictor, sentences[:size], args.repeats)
     if args.gil > 0:
