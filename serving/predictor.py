@@ -17,7 +17,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -175,6 +175,9 @@ class ServedModel:
             "num_layers": config.num_layers,
             "embedding_dim": config.embedding_dim,
             "hidden_size": config.hidden_size,
+            "decoder": config.decoder,
+            "char_encoder": config.char_encoder if config.char_channels > 0 else None,
+            "config": asdict(config),
             "vocabulary_size": len(self.tagger.vocabulary),
             "slot_tags": list(self.tagger.slot_tags),
             "intents": list(self.tagger.intents),

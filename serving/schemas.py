@@ -89,6 +89,9 @@ class ModelDescription(_Strict):
     num_layers: int
     embedding_dim: int
     hidden_size: int
+    decoder: str = Field(description="`softmax` (constrained Viterbi over per-word scores) or `crf`")
+    char_encoder: str | None = Field(description="`cnn` or `lstm` character word features; null without them")
+    config: dict[str, Any] = Field(description="every hyper-parameter the model was built with (TaggerConfig)")
     vocabulary_size: int
     slot_tags: list[str]
     intents: list[str]

@@ -233,7 +233,10 @@ def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_pa
     assert loaded.config.char_encoder == char_encoder
     assert loaded.characters is not None and len(loaded.characters) == loaded.config.char_vocab_size
     predictor = Predictor()
-    predictor.load(tmp_path / "checkpoints" / "best.ckpt")
+    served = predictor.load(tmp_path / "checkpoints" / "best.ckpt")
+    described = served.describe()  # what GET /v1/model answers
+    assert (described["decoder"], described["char_encoder"]) == ("crf", char_encoder)
+    assert described["config"]["char_channels"] == 6 and described["config"]["intent_to_slots"] is True
     predictor.start()
     try:
         texts = ["flights from new york to boston tomorrow", "zzyzx qwerty to denver", "boston"]

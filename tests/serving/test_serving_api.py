@@ -88,6 +88,9 @@ def test_health_model_docs_and_metrics(client: TestClient) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
     model = client.get("/v1/model").json()
     assert model["cell"] == "lstm" and model["bidirectional"] is True
+    # the tiny checkpoint is configs/atis-lstm.yaml with 16-wide layers
+    assert (model["decoder"], model["char_encoder"]) == ("softmax", "cnn")
+    assert model["config"]["char_channels"] == 50 and model["config"]["hidden_size"] == model["hidden_size"] == 16
     assert "O" in model["slot_tags"] and model["intents"]
     assert model["vocabulary_size"] > 2
     assert re.fullmatch(r"[0-9a-f]{64}", model["checkpoint_sha256"])
