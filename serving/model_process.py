@@ -49,7 +49,7 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
     import torch
 
     from models.checkpoint import load_bundle
-    from serving.predictor import ServedModel, score_rows, warm_up
+    from serving.predictor import ServedModel, freeze_long_lived_objects, score_rows, warm_up
 
     torch.set_num_threads(torch_threads)
     models: dict[str, ServedModel] = {}  # sha256 -> model, oldest first; at most the last two
@@ -74,6 +74,7 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
                 models[sha256] = served
                 while len(models) > 2:
                     models.pop(next(iter(models)))
+                freeze_long_lived_objects()
                 connection.send(("ok", None))
             elif kind == "score":
                 _, sha256, items = message

@@ -313,3 +313,32 @@ def test_bench_forward_times_every_batch_size(tiny_checkpoint: Path, tmp_path: P
     assert "Self CPU" in result.stdout
     assert "3 sentences on a thread, alone (switch interval 1 ms): " in result.stdout
     assert "beside a busy Python thread (switch interval 1 ms): " in result.stdout
+
+
+def test_loading_a_model_freezes_the_objects_then_alive(tiny_checkpoint: Path) -> None:
+    """After a load, in the server's process and in the model process, everything alive is frozen, so
+    the collector's full passes skip it (`freeze_long_lived_objects`; the pauses they caused are in
+    docs/benchmarks.md). The model process's loop runs here on a thread over a real pipe."""
+    import gc
+    import multiprocessing
+
+    from models.checkpoint import file_sha256
+    from serving.model_process import _child_main
+
+    gc.unfreeze()
+    predictor = Predictor()
+    predictor.load(tiny_checkpoint)
+    assert gc.get_freeze_count() > 0
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    parent, child = multiprocessing.Pipe()
+    loop = threading.Thread(target=_child_main, args=(child, 1, 3), daemon=True)
+    loop.start()
+    parent.send(("load", str(tiny_checkpoint), file_sha256(tiny_checkpoint)))
+    assert parent.recv() == ("ok", None)
+    assert gc.get_freeze_count() > 0
+    parent.send(("stop",))
+    assert parent.recv() == ("ok", None)
+    loop.join(timeout=10)
+    gc.unfreeze()
