@@ -442,7 +442,7 @@ def freeze_long_lived_objects() -> None:
     A full (generation-2) collection walks every tracked object. With torch, FastAPI and pydantic
     imported that is about 200,000 objects and 80-140 ms here, and it happens now and then under
     load, in the server and in the model process alike: every request in flight waits for it
-    (docs/benchmarks.md, "Serving"). After `gc.freeze()` a full collection walks only what came
+    (docs/benchmarks.md, "Garbage-collector pauses"). After `gc.freeze()` a full collection walks only what came
     later. It collects first, so garbage waiting for collection is not frozen with the rest (that
     one full pass, once per load, is the pause this saves later). Frozen objects are still freed by
     reference counting when the last reference goes (an old model after a reload); only reference

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -332,13 +333,17 @@ def test_loading_a_model_freezes_the_objects_then_alive(tiny_checkpoint: Path) -
 
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    threads = torch.get_num_threads()  # the loop sets the process's torch thread count
     parent, child = multiprocessing.Pipe()
-    loop = threading.Thread(target=_child_main, args=(child, 1, 3), daemon=True)
+    loop = threading.Thread(target=_child_main, args=(child, threads, 3), daemon=True)
     loop.start()
-    parent.send(("load", str(tiny_checkpoint), file_sha256(tiny_checkpoint)))
-    assert parent.recv() == ("ok", None)
-    assert gc.get_freeze_count() > 0
-    parent.send(("stop",))
-    assert parent.recv() == ("ok", None)
-    loop.join(timeout=10)
-    gc.unfreeze()
+    try:
+        parent.send(("load", str(tiny_checkpoint), file_sha256(tiny_checkpoint)))
+        assert parent.recv() == ("ok", None)
+        assert gc.get_freeze_count() > 0
+        parent.send(("stop",))
+        assert parent.recv() == ("ok", None)
+        loop.join(timeout=10)
+    finally:
+        gc.unfreeze()
+        torch.set_num_threads(threads)
