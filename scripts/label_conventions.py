@@ -29,7 +29,7 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.spans import bio_to_spans  # noqa: E402
+from models.spans import bio_to_spans, count_span_matches  # noqa: E402
 from training.data import DataError, read_split  # noqa: E402
 
 SENTENCE_START = "<s>"
@@ -107,13 +107,8 @@ def find_conflicts(sentence: TaggedSentence, table: PhraseLabels, min_count: int
 
 def chunk_counts(sentences: Sequence[TaggedSentence]) -> tuple[int, int, int]:
     """(correct, predicted, gold) chunks over all sentences, as conlleval counts them."""
-    correct = predicted = gold = 0
-    for sentence in sentences:
-        gold_spans, predicted_spans = set(bio_to_spans(sentence.gold)), set(bio_to_spans(sentence.predicted))
-        correct += len(gold_spans & predicted_spans)
-        predicted += len(predicted_spans)
-        gold += len(gold_spans)
-    return correct, predicted, gold
+    counts = [count_span_matches(sentence.predicted, sentence.gold) for sentence in sentences]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
 
 
 def f1(correct: int, predicted: int, gold: int) -> float:
