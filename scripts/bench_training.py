@@ -35,6 +35,9 @@ from seqeval.metrics import f1_score
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
+sys.path.insert(0, str(REPO))
+
+from training.data import read_conlleval_file  # noqa: E402
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -53,17 +56,8 @@ def best_validation_row(val_rows: list[dict[str, str]]) -> dict[str, str]:
 
 
 def seqeval_f1(predictions: Path) -> float:
-    gold, predicted, g, p = [], [], [], []
-    for line in predictions.read_text().split("\n"):
-        if line:
-            _, gold_tag, predicted_tag = line.split(" ")
-            g.append(gold_tag)
-            p.append(predicted_tag)
-        elif g:
-            gold.append(g)
-            predicted.append(p)
-            g, p = [], []
-    return f1_score(gold, predicted)
+    rows = read_conlleval_file(predictions)
+    return f1_score([gold for _, gold, _ in rows], [predicted for _, _, predicted in rows])
 
 
 def parse_spec(spec: str) -> tuple[str, list[str], list[int]]:

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.spans import bio_to_spans, count_span_matches  # noqa: E402
-from training.data import DataError, read_split  # noqa: E402
+from training.data import DataError, read_conlleval_file, read_split  # noqa: E402
 
 SENTENCE_START = "<s>"
 
@@ -54,25 +54,11 @@ PhraseLabels = dict[tuple[str, str], Counter]
 
 
 def read_predictions(path: Path) -> list[TaggedSentence]:
-    """Sentences of a conlleval input file: `word gold predicted` lines, a blank line after each."""
-    if not path.is_file():
-        raise SystemExit(f"{path}: file not found")
-    sentences: list[TaggedSentence] = []
-    current = TaggedSentence([], [], [])
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            if current.words:
-                sentences.append(current)
-            current = TaggedSentence([], [], [])
-            continue
-        fields = line.split(" ")
-        if len(fields) != 3:
-            raise SystemExit(f"{path}:{number}: expected 'word gold predicted', got {line!r}")
-        for column, value in zip(current, fields, strict=True):
-            column.append(value)
-    if current.words:
-        sentences.append(current)
-    return sentences
+    """Sentences of a conlleval input file (`word gold predicted` lines, a blank line after each)."""
+    try:
+        return [TaggedSentence(*row) for row in read_conlleval_file(path)]
+    except DataError as error:
+        raise SystemExit(str(error)) from None
 
 
 def previous_word(words: Sequence[str], start: int) -> str:

@@ -1,4 +1,5 @@
-"""Read ATIS-style splits (`seq.in`, `seq.out`, `label`), validate them, and batch them.
+"""Read ATIS-style splits (`seq.in`, `seq.out`, `label`), validate them, and batch them; write and read
+conlleval input files (`predictions.txt`).
 
 Every problem in the data is reported as a `DataError` naming the file and line.
 """
@@ -139,3 +140,34 @@ def collate(batch: Sequence[EncodedExample]) -> dict:
         "char_ids": pad_characters([item.char_ids for item in batch]) if batch[0].char_ids is not None else None,
         "examples": [item.example for item in batch],
     }
+
+
+def write_conlleval_file(path: Path, rows: list[tuple]) -> None:
+    """conlleval input: `word gold predicted` per line, a blank line between sentences."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for words, gold, predicted in rows:
+            for word, gold_tag, predicted_tag in zip(words, gold, predicted):
+                handle.write(f"{word} {gold_tag} {predicted_tag}\n")
+            handle.write("\n")
+
+
+def read_conlleval_file(path: Path) -> list[tuple[list[str], list[str], list[str]]]:
+    """(words, gold tags, predicted tags) per sentence of a file `write_conlleval_file` wrote; a
+    `DataError` naming file and line for anything else."""
+    rows: list[tuple[list[str], list[str], list[str]]] = []
+    current: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            if current[0]:
+                rows.append(current)
+            current = ([], [], [])
+            continue
+        fields = line.split(" ")
+        if len(fields) != 3:
+            raise DataError(f"{path}:{number}: expected 'word gold predicted', got {line!r}")
+        for column, value in zip(current, fields, strict=True):
+            column.append(value)
+    if current[0]:
+        rows.append(current)
+    return rows

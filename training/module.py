@@ -14,6 +14,7 @@ from models.loss import intent_loss
 from models.spans import bio_to_spans
 from models.tagger import TaggerConfig, build_tagger, intent_part_names
 from models.vocab import Vocabulary
+from training.data import write_conlleval_file
 from training.distributed import dataset_size, gather_in_order
 from training.metrics import Accuracy, SpanF1
 
@@ -288,13 +289,3 @@ def intent_class_weights(counts: list[int] | None, balance: float) -> torch.Tens
     frequency = torch.tensor(counts, dtype=torch.float)
     weights = (frequency / frequency.max()) ** -balance
     return weights * frequency.sum() / (weights * frequency).sum()
-
-
-def write_conlleval_file(path: Path, rows: list[tuple]) -> None:
-    """conlleval input: `word gold predicted` per line, a blank line between sentences."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for words, gold, predicted in rows:
-            for word, gold_tag, predicted_tag in zip(words, gold, predicted):
-                handle.write(f"{word} {gold_tag} {predicted_tag}\n")
-            handle.write("\n")
