@@ -42,6 +42,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_parts: score multi-intent labels (`a#b`) as the sum of their parts' scores plus a bias.
         self_attention_heads: self-attention over the encoder states, concatenated to them (0: off).
         intent_words: the intent head also pools each word's input features (embedding + characters).
+        intent_encoder: the intent head reads a recurrent encoder of its own (same shape and inputs).
         intent_loss_weight: weight of the intent cross-entropy added to the slot loss.
         intent_counts: training sentences per intent, linked from the data module.
         intent_balance: 0 treats every sentence alike; b > 0 weights each intent's cross-entropy by
@@ -80,6 +81,7 @@ class SlotTaggerModule(pl.LightningModule):
         intent_parts: bool = False,
         self_attention_heads: int = 0,
         intent_words: bool = False,
+        intent_encoder: bool = False,
         intent_loss_weight: float = 1.0,
         intent_counts: list[int] | None = None,
         intent_balance: float = 0.0,
@@ -121,6 +123,7 @@ class SlotTaggerModule(pl.LightningModule):
             intent_parts=len(intent_part_names(self.intents)) if intent_parts else 0,
             self_attention_heads=self_attention_heads,
             intent_words=intent_words,
+            intent_encoder=intent_encoder,
         )
         self.model = build_tagger(self.config, self.slot_tags, self.intents)
         if not 0.0 <= intent_label_smoothing < 1.0:
