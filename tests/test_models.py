@@ -159,18 +159,11 @@ def test_overfits_one_batch() -> None:
 
 
 @pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
-def test_intent_pooling_ignores_padding(pooling: str) -> None:
+@pytest.mark.parametrize("option", ["none", "intent_words", "intent_encoder"])
+def test_intent_pooling_ignores_padding(pooling: str, option: str) -> None:
     torch.manual_seed(0)
-    model = build_tagger(make_config(intent_pooling=pooling)).eval()
-    alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
-    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
-    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
-def test_intent_words_ignore_padding(pooling: str) -> None:
-    torch.manual_seed(0)
-    model = build_tagger(make_config(intent_pooling=pooling, intent_words=True)).eval()
+    options = {} if option == "none" else {option: True}
+    model = build_tagger(make_config(intent_pooling=pooling, **options)).eval()
     alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
     batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
@@ -194,34 +187,23 @@ def test_intent_words_read_the_pooled_word_embeddings() -> None:
         torch.testing.assert_close(logits[row], model.intent_head(pooled), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
-def test_intent_encoder_ignores_padding(pooling: str) -> None:
-    torch.manual_seed(0)
-    model = build_tagger(make_config(intent_pooling=pooling, intent_encoder=True)).eval()
-    alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
-    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
-    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
-
-
 def test_intent_encoder_is_the_intent_heads_own() -> None:
     """Changing the tagger's encoder leaves the intent alone, and changing the intent encoder leaves
     the tags alone (no intent_to_slots): the two tasks read separate recurrent states."""
     torch.manual_seed(0)
     model = build_tagger(make_config(intent_encoder=True)).eval()
     batch = padded_batch([[3, 4, 5], [6, 7]])
-    before = model(*batch)
-    with torch.no_grad():
-        for parameter in model.encoder.parameters():
-            parameter.add_(0.5)
-    after_encoder = model(*batch)
-    torch.testing.assert_close(after_encoder.intent_logits, before.intent_logits)
-    assert not torch.allclose(after_encoder.tag_logits, before.tag_logits)
-    with torch.no_grad():
-        for parameter in model.intent_encoder.parameters():
-            parameter.add_(0.5)
-    after_both = model(*batch)
-    torch.testing.assert_close(after_both.tag_logits, after_encoder.tag_logits)
-    assert not torch.allclose(after_both.intent_logits, after_encoder.intent_logits)
+    for encoder, unchanged, changed in [
+        (model.encoder, "intent_logits", "tag_logits"),
+        (model.intent_encoder, "tag_logits", "intent_logits"),
+    ]:
+        before = model(*batch)
+        with torch.no_grad():
+            for parameter in encoder.parameters():
+                parameter.add_(0.5)
+        after = model(*batch)
+        torch.testing.assert_close(getattr(after, unchanged), getattr(before, unchanged))
+        assert not torch.allclose(getattr(after, changed), getattr(before, changed))
 
 
 def test_intent_encoder_needs_the_intent_head() -> None:
