@@ -98,9 +98,10 @@ def test_vocabulary_normalises_and_maps_unknowns() -> None:
     assert "denver" not in Vocabulary.build([["boston", "denver"], ["boston"]], min_freq=2)
 
 
-def test_bundle_round_trip_gives_identical_logits(tmp_path) -> None:
+@pytest.mark.parametrize("intent_encoder", [False, True])
+def test_bundle_round_trip_gives_identical_logits(tmp_path, intent_encoder: bool) -> None:
     torch.manual_seed(0)
-    model = build_tagger(make_config(cell="gru")).eval()
+    model = build_tagger(make_config(cell="gru", intent_encoder=intent_encoder)).eval()
     vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
     tags = ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"]
     path = tmp_path / "model.pt"
