@@ -39,3 +39,28 @@ def intent_loss(
     if class_weights is not None:
         per_sentence = per_sentence * class_weights[intent_ids.clamp(min=0)]
     return per_sentence[known].mean()
+
+
+def language_model_loss(
+    next_word_logits: torch.Tensor,
+    previous_word_logits: torch.Tensor | None,
+    token_ids: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """The auxiliary language-model loss (Rei 2017), reduced like the slot loss: each word's
+    cross-entropy summed over the sentence, averaged over the batch, for each direction, added.
+
+    The forward scores at word t are scored against word t + 1 and the backward scores against word
+    t - 1; past either edge of the sentence the target is the boundary class, id 0 (`<pad>`, never a
+    word). Ids beyond the scores' width count as `<unk>` (id 1). (B, T, V) logits, (B, T) token ids
+    as the data gave them (before word dropout), (B, T) mask of real words -> scalar.
+    """
+    vocab = next_word_logits.size(-1)
+    targets = token_ids.masked_fill(token_ids >= vocab, 1).masked_fill(~mask, 0)
+    boundary = targets.new_zeros(targets.size(0), 1)
+    next_words = torch.cat([targets[:, 1:], boundary], dim=1).masked_fill(~mask, IGNORE_INDEX)
+    loss = slot_loss(next_word_logits, next_words)
+    if previous_word_logits is not None:
+        previous_words = torch.cat([boundary, targets[:, :-1]], dim=1).masked_fill(~mask, IGNORE_INDEX)
+        loss = loss + slot_loss(previous_word_logits, previous_words)
+    return loss

@@ -104,6 +104,14 @@ class TaggerConfig:
     # tagger's: the bi-model of Wang et al. (2018), so the intent is not learnt from states shaped
     # mostly by the slot loss. About doubles the encoder's cost.
     intent_encoder: bool = False
+    # Training only: language modelling as an auxiliary task (Rei 2017). The first layer's forward
+    # states predict each next word, its backward states each previous word (the sentence's edges
+    # predict a boundary), so the encoder also learns what words are likely where — context that
+    # helps with the unseen names slots hold. Targets are the `lm_vocab_size` most frequent ids
+    # (rarer words share `<unk>`); each direction reads its states through a `lm_hidden`-wide tanh
+    # layer first, which keeps the output layer small. 0: off (no extra weights).
+    lm_vocab_size: int = 0
+    lm_hidden: int = 50
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -133,6 +141,10 @@ class TaggerConfig:
             raise ValueError(f"intent_parts must be >= 0, got {self.intent_parts}")
         if self.intent_head and self.num_intents < 1:
             raise ValueError("num_intents must be >= 1 when the intent head is on")
+        if self.lm_vocab_size and not 3 <= self.lm_vocab_size <= self.vocab_size:
+            raise ValueError(f"lm_vocab_size must be 0 or in [3, vocab_size], got {self.lm_vocab_size}")
+        if self.lm_vocab_size and self.lm_hidden < 1:
+            raise ValueError(f"lm_hidden must be >= 1, got {self.lm_hidden}")
         for name in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -152,6 +164,9 @@ class TaggerConfig:
 class TaggerOutput(NamedTuple):
     tag_logits: torch.Tensor  # (B, T, num_tags): per-word scores (CRF emissions with `crf`)
     intent_logits: torch.Tensor | None  # (B, num_intents)
+    # Only when asked for (`with_lm`): (B, T, lm_vocab_size) next-word scores from the forward
+    # states, and previous-word scores from the backward states (None when unidirectional).
+    lm_logits: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 class CharacterCNN(nn.Module):
@@ -273,18 +288,37 @@ class RecurrentEncoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, E) inputs and (B,) lengths -> (B, T, H * directions) states (pads: undefined)."""
+        return self.run(inputs, lengths)[0]
+
+    def run(
+        self, inputs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
+        """The top layer's states, as `forward` gives them, and the first layer's forward and
+        backward states apart: (B, T, H) each, the backward None when unidirectional. Above the first
+        layer every state has seen the whole sentence; in the first, a forward state has seen only
+        the words up to its own and a backward state only those from its own on."""
         reverse = reversal_index(lengths, inputs.size(1)) if len(self.backward_layers) else None
         states = inputs
+        first: tuple[torch.Tensor, torch.Tensor | None] | None = None
         for layer, forward_cell in enumerate(self.forward_layers):
             if layer > 0:
                 states = self.between_layers(states)
             forward_states, _ = forward_cell(states)
             if reverse is None:
                 states = forward_states
+                first = first or (forward_states, None)
                 continue
-            backward_states, _ = self.backward_layers[layer](_gather_time(states, reverse))
-            states = torch.cat([forward_states, _gather_time(backward_states, reverse)], dim=-1)
-        return states
+            backward_states = _gather_time(self.backward_layers[layer](_gather_time(states, reverse))[0], reverse)
+            first = first or (forward_states, backward_states)
+            states = torch.cat([forward_states, backward_states], dim=-1)
+        assert first is not None  # num_layers >= 1
+        return states, first
+
+
+def _language_model_head(states_size: int, config: TaggerConfig) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(states_size, config.lm_hidden), nn.Tanh(), nn.Linear(config.lm_hidden, config.lm_vocab_size)
+    )
 
 
 def intent_part_names(intents: list[str]) -> list[str]:
@@ -357,6 +391,11 @@ class RecurrentTagger(nn.Module):
         self.register_buffer("intent_membership", membership, persistent=False)
         self.intent_attention = nn.Linear(intent_features_size, 1) if config.intent_pooling == "attention" else None
         self.crf = LinearChainCRF(config.num_tags) if config.decoder == "crf" else None
+        self.next_word = self.previous_word = None
+        if config.lm_vocab_size:
+            first_size = _output_size(self.encoder.forward_layers[0])
+            self.next_word = _language_model_head(first_size, config)
+            self.previous_word = _language_model_head(first_size, config) if config.bidirectional else None
         if slot_tags is not None and len(slot_tags) != config.num_tags:
             raise ValueError(f"{len(slot_tags)} slot tags for a model with {config.num_tags}")
         allowed_start, allowed = bio_constraints(slot_tags) if slot_tags is not None else (None, None)
@@ -368,10 +407,15 @@ class RecurrentTagger(nn.Module):
         self.register_buffer("allowed_transitions", allowed, persistent=False)
 
     def forward(
-        self, token_ids: torch.Tensor, mask: torch.Tensor, char_ids: torch.Tensor | None = None
+        self,
+        token_ids: torch.Tensor,
+        mask: torch.Tensor,
+        char_ids: torch.Tensor | None = None,
+        with_lm: bool = False,
     ) -> TaggerOutput:
         """(B, T) token ids, (B, T) bool mask of real words (right-padded), and with character
-        features (B, T, C) character ids -> scores."""
+        features (B, T, C) character ids -> scores; `with_lm` adds the language-model scores (the
+        config must have `lm_vocab_size`)."""
         lengths = mask.sum(dim=1)
         if self.training and self.config.word_dropout > 0:
             dropped = torch.rand(token_ids.shape, device=token_ids.device) < self.config.word_dropout
@@ -382,7 +426,16 @@ class RecurrentTagger(nn.Module):
                 raise ValueError("this model reads characters: pass char_ids")
             embedded = torch.cat([embedded, self.characters(char_ids)], dim=-1)
         inputs = self.dropout(embedded)
-        states = self.encoder(inputs, lengths)  # (B, T, H')
+        states, first_layer = self.encoder.run(inputs, lengths)  # (B, T, H')
+        lm_logits = None
+        if with_lm:
+            if self.next_word is None:
+                raise ValueError("this model has no language-model heads (lm_vocab_size is 0)")
+            forward_states, backward_states = first_layer
+            lm_logits = (
+                self.next_word(self.dropout(forward_states)),
+                None if self.previous_word is None else self.previous_word(self.dropout(backward_states)),
+            )
         if self.self_attention is not None:
             attended, _ = self.self_attention(states, states, states, key_padding_mask=~mask, need_weights=False)
             states = torch.cat([states, attended], dim=-1)  # (B, T, 2H')
@@ -397,7 +450,7 @@ class RecurrentTagger(nn.Module):
         if self.config.intent_to_slots:
             intent_probs = torch.softmax(intent_logits, dim=-1).unsqueeze(1).expand(-1, states.size(1), -1)
             states = torch.cat([states, intent_probs], dim=-1)
-        return TaggerOutput(self.tag_head(states), intent_logits)
+        return TaggerOutput(self.tag_head(states), intent_logits, lm_logits)
 
     def slot_loss(self, tag_logits: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sentence slot loss averaged over the batch: the summed per-word cross-entropy

@@ -290,3 +290,66 @@ def test_self_attention_heads_must_divide_the_state_size() -> None:
         build_tagger(make_config(self_attention_heads=5))  # 12-wide states
     with pytest.raises(ValueError, match="self_attention_heads must be >= 0"):
         make_config(self_attention_heads=-1)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_language_model_heads_never_see_their_targets(num_layers: int) -> None:
+    """A forward state's next-word scores must not depend on the next word (or any later one), and
+    a backward state's previous-word scores not on any earlier word: else the task is copying."""
+    torch.manual_seed(0)
+    model = build_tagger(make_config(lm_vocab_size=12, num_layers=num_layers)).eval()
+    token_ids, mask = padded_batch([[3, 4, 5, 6, 7]])
+    changed = token_ids.clone()
+    changed[0, 3] = 9  # the fourth word
+    before, after = model(token_ids, mask, with_lm=True).lm_logits, model(changed, mask, with_lm=True).lm_logits
+    next_before, previous_before = before
+    next_after, previous_after = after
+    torch.testing.assert_close(next_after[0, :3], next_before[0, :3])  # words 1-3 predict up to word 4
+    assert not torch.allclose(next_after[0, 3], next_before[0, 3])
+    torch.testing.assert_close(previous_after[0, 4:], previous_before[0, 4:])  # word 5 predicts word 4
+    assert not torch.allclose(previous_after[0, 3], previous_before[0, 3])
+    # Tagging itself is untouched by the heads, and they are only computed when asked for.
+    assert model(token_ids, mask).lm_logits is None
+    torch.testing.assert_close(model(token_ids, mask).tag_logits, model(token_ids, mask, with_lm=True).tag_logits)
+
+
+def test_language_model_loss_targets_shifted_words_with_boundaries() -> None:
+    from models.loss import language_model_loss
+
+    vocab = 6
+    token_ids, mask = padded_batch([[2, 5, 8], [3, 4]])  # 8 is beyond the 6 scored ids: `<unk>` (1)
+    next_logits = torch.randn(2, 3, vocab)
+    previous_logits = torch.randn(2, 3, vocab)
+
+    def cross_entropy(logits: torch.Tensor, target: int) -> torch.Tensor:
+        return -torch.log_softmax(logits, dim=-1)[target]
+
+    # sentence 1: forward 2->5, 5->unk, 8->boundary; backward boundary<-2, 2<-5, 5<-8
+    first = sum(cross_entropy(next_logits[0, t], y) for t, y in enumerate([5, 1, 0]))
+    first += sum(cross_entropy(previous_logits[0, t], y) for t, y in enumerate([0, 2, 5]))
+    second = sum(cross_entropy(next_logits[1, t], y) for t, y in enumerate([4, 0]))
+    second += sum(cross_entropy(previous_logits[1, t], y) for t, y in enumerate([0, 3]))
+    expected = (first + second) / 2
+    got = language_model_loss(next_logits, previous_logits, token_ids, mask)
+    torch.testing.assert_close(got, expected)
+    forward_only = language_model_loss(next_logits, None, token_ids, mask)
+    assert float(forward_only) < float(got)
+
+
+def test_language_model_config_is_checked_and_survives_a_round_trip(tmp_path) -> None:
+    with pytest.raises(ValueError, match="lm_vocab_size"):
+        make_config(lm_vocab_size=31)  # more than the 30-word vocabulary
+    with pytest.raises(ValueError, match="no language-model heads"):
+        build_tagger(make_config())(*padded_batch([[3, 4]]), with_lm=True)
+    unidirectional = build_tagger(make_config(lm_vocab_size=10, bidirectional=False))
+    forward_scores, backward_scores = unidirectional(*padded_batch([[3, 4]]), with_lm=True).lm_logits
+    assert forward_scores.shape == (1, 2, 10) and backward_scores is None
+    torch.manual_seed(0)
+    model = build_tagger(make_config(lm_vocab_size=10)).eval()
+    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
+    path = tmp_path / "model.pt"
+    save_bundle(make_bundle(model, vocabulary, ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"], list("abcd"), {}), path)
+    loaded = load_bundle(path).model
+    batch = padded_batch([[3, 4, 5]])
+    torch.testing.assert_close(loaded(*batch, with_lm=True).lm_logits[0], model(*batch, with_lm=True).lm_logits[0])
+    assert torch.equal(loaded(*batch).tag_logits, model(*batch).tag_logits)

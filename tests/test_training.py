@@ -250,3 +250,26 @@ def test_bench_optimizer_compares_the_three_adam_variants(tiny_data: Path) -> No
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["loop", "foreach", "fused"]
     assert lines[-1].endswith("(1.0x fused)")
+
+
+def test_language_model_loss_trains_beside_the_tags_and_travels_in_the_bundle(tmp_path: Path) -> None:
+    from tests.conftest import tiny_args, write_corpus
+
+    data_dir = write_corpus(tmp_path / "data", {"train": 40, "valid": 10, "test": 10})
+    run_cli(
+        [
+            "fit",
+            *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=2"),
+            "--model.lm_loss_weight=0.5",
+            "--model.lm_vocab_size=10",
+        ]
+    )
+    rows = [row for path in tmp_path.glob("**/metrics.csv") for row in csv.DictReader(path.open())]
+    lm_losses = [float(row["train/lm_loss"]) for row in rows if row.get("train/lm_loss")]
+    assert len(lm_losses) == 2 and all(loss > 0 for loss in lm_losses)
+    loaded = load_bundle(tmp_path / "checkpoints" / "best.ckpt")
+    assert loaded.model.config.lm_vocab_size == 10 and loaded.model.next_word is not None
+    with pytest.raises(ValueError, match="lm_loss_weight"):
+        SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], lm_loss_weight=-1.0)
+    off = SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], hidden_size=4, embedding_dim=4)
+    assert off.config.lm_vocab_size == 0 and off.model.next_word is None

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 
 from models.checkpoint import BUNDLE_KEY, make_bundle
-from models.loss import intent_loss
+from models.loss import intent_loss, language_model_loss
 from models.spans import bio_to_spans
 from models.tagger import TaggerConfig, build_tagger, intent_part_names
 from models.vocab import Vocabulary
@@ -49,6 +49,11 @@ class SlotTaggerModule(pl.LightningModule):
             (count / largest count) ** -b (1: inverse frequency), normalised so that the mean weight
             over the training sentences is 1, to help the rare intents.
         intent_label_smoothing: share of each intent target spread uniformly over all intents.
+        lm_loss_weight: weight of the auxiliary language-model loss (Rei 2017; training only, the
+            heads are never used to tag): the encoder's first layer also predicts each next word
+            (forward states) and each previous word (backward states). 0: off, no extra weights.
+        lm_vocab_size: how many of the most frequent vocabulary ids the language model predicts
+            (rarer words share `<unk>`); capped at the vocabulary's size.
         lr, weight_decay: Adam's.
         lr_schedule: `constant`; `cosine` decay to zero over `trainer.max_epochs`; or `plateau`: the
             rate halves whenever validation slot F1 has not improved for 2 epochs, so it stays high
@@ -86,6 +91,8 @@ class SlotTaggerModule(pl.LightningModule):
         intent_counts: list[int] | None = None,
         intent_balance: float = 0.0,
         intent_label_smoothing: float = 0.0,
+        lm_loss_weight: float = 0.0,
+        lm_vocab_size: int = 2000,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine", "plateau"] = "constant",
@@ -124,7 +131,10 @@ class SlotTaggerModule(pl.LightningModule):
             self_attention_heads=self_attention_heads,
             intent_words=intent_words,
             intent_encoder=intent_encoder,
+            lm_vocab_size=min(lm_vocab_size, len(self.vocabulary)) if lm_loss_weight > 0 else 0,
         )
+        if lm_loss_weight < 0:
+            raise ValueError(f"lm_loss_weight must be >= 0, got {lm_loss_weight}")
         self.model = build_tagger(self.config, self.slot_tags, self.intents)
         if not 0.0 <= intent_label_smoothing < 1.0:
             raise ValueError(f"intent_label_smoothing must be in [0, 1), got {intent_label_smoothing}")
@@ -137,8 +147,8 @@ class SlotTaggerModule(pl.LightningModule):
     def forward(self, token_ids: torch.Tensor, mask: torch.Tensor, char_ids: torch.Tensor | None = None):
         return self.model(token_ids, mask, char_ids)
 
-    def _run_model(self, batch: dict):
-        return self.model(batch["token_ids"], batch["mask"], batch.get("char_ids"))
+    def _run_model(self, batch: dict, with_lm: bool = False):
+        return self.model(batch["token_ids"], batch["mask"], batch.get("char_ids"), with_lm=with_lm)
 
     def decode(self, batch: dict, output) -> tuple[list[list[str]], list[str]]:
         """BIO-valid tag strings per real word, and the argmax intent string per sentence."""
@@ -150,9 +160,15 @@ class SlotTaggerModule(pl.LightningModule):
         return tags, [self.intents[i] for i in output.intent_logits.argmax(dim=-1).tolist()]
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        output = self._run_model(batch)
+        # The language model is a training signal only: validation and test losses leave it out.
+        with_lm = stage == "train" and self.hparams.lm_loss_weight > 0
+        output = self._run_model(batch, with_lm=with_lm)
         batch_size = batch["token_ids"].size(0)
         loss = self.model.slot_loss(output.tag_logits, batch["tag_ids"], batch["mask"])
+        if with_lm:
+            lm_term = language_model_loss(*output.lm_logits, batch["token_ids"], batch["mask"])
+            self.log("train/lm_loss", lm_term, batch_size=batch_size, on_step=False, on_epoch=True)
+            loss = loss + self.hparams.lm_loss_weight * lm_term
         if output.intent_logits is not None:
             intent_term = intent_loss(
                 output.intent_logits, batch["intent_ids"], self.intent_weights, self.hparams.intent_label_smoothing
