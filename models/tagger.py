@@ -304,13 +304,12 @@ class RecurrentEncoder(nn.Module):
             if layer > 0:
                 states = self.between_layers(states)
             forward_states, _ = forward_cell(states)
-            if reverse is None:
-                states = forward_states
-                first = first or (forward_states, None)
-                continue
-            backward_states = _gather_time(self.backward_layers[layer](_gather_time(states, reverse))[0], reverse)
-            first = first or (forward_states, backward_states)
-            states = torch.cat([forward_states, backward_states], dim=-1)
+            backward_states = None
+            if reverse is not None:
+                backward_states = _gather_time(self.backward_layers[layer](_gather_time(states, reverse))[0], reverse)
+            if layer == 0:
+                first = (forward_states, backward_states)
+            states = forward_states if backward_states is None else torch.cat([forward_states, backward_states], dim=-1)
         assert first is not None  # num_layers >= 1
         return states, first
 
