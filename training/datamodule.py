@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -59,8 +58,6 @@ class SlotDataModule(pl.LightningDataModule):
         self.characters = build_characters(ex.words for ex in self.train_examples)
         self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
         self.intents = label_list([ex.intent for ex in self.train_examples])
-        counts = Counter(ex.intent for ex in self.train_examples)
-        self.intent_counts = [counts[intent] for intent in self.intents]
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
         self._intent_index = {intent: i for i, intent in enumerate(self.intents)}
         self._splits: dict[str, list] = {}
