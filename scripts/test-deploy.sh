@@ -13,6 +13,8 @@
 #   DEBIAN_MIRROR          [http://deb.debian.org/debian]
 # It skips (exit 0, with a loud warning) only where no Docker engine can be started.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing the file meanwhile cannot change a run.
+{
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
@@ -137,13 +139,13 @@ train() { # seed
     >"$work/train-$1.log" 2>&1 || { tail -40 "$work/train-$1.log"; return 1; }
 }
 checkpoint_sha() {
-  compose run --rm -T --entrypoint sha256sum train /app/checkpoints/atis-best/best.ckpt | cut -d' ' -f1
+  compose run --rm -T --entrypoint sha256sum train /app/checkpoints/atis-best/best.ckpt 2>"$work/sha.log" | cut -d' ' -f1
 }
 
 say "training (compose run --rm train fit ..., seed 1)"
 t0=$(date +%s)
 train 1
-sha1=$(checkpoint_sha)
+sha1=$(checkpoint_sha) || { cat "$work/sha.log"; exit 1; }
 echo "trained in $(($(date +%s) - t0)) s; checkpoint sha256 $sha1"
 
 say "serving (compose up -d api)"
@@ -170,7 +172,7 @@ say "retraining (seed 2) and hot-reloading with SIGHUP while a client keeps send
 "$PYTHON" -m tests.deploy.api_client loop "$URL" "$work/stop" >"$work/loop.log" 2>&1 &
 loop_pid=$!
 train 2
-sha2=$(checkpoint_sha)
+sha2=$(checkpoint_sha) || { cat "$work/sha.log"; exit 1; }
 [ "$sha2" != "$sha1" ] || { echo "retraining left the same checkpoint ($sha1)"; exit 1; }
 compose kill -s SIGHUP api
 "$PYTHON" -m tests.deploy.api_client wait-model "$URL" "$sha2" --timeout 60
@@ -185,3 +187,5 @@ grep -q "\"${sha1:0:12}\"" "$work/loop.log" && grep -q "\"${sha2:0:12}\"" "$work
 
 say "deployment test passed in $(($(date +%s) - started)) s"
 echo "image ${size_mb} MB; build ${build_s} s, cached rebuild ${rebuild_s} s; up -> healthy ${healthy_s} s"
+exit
+}

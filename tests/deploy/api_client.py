@@ -74,7 +74,7 @@ def wait_model(base: str, sha: str, timeout: float) -> None:
     raise Failed(f"/v1/model still reports {seen or 'nothing'} after {timeout:.0f} s, expected {sha}")
 
 
-def loop(base: str, stop_file: Path) -> None:
+def loop(base: str, stop_file: Path, interval: float) -> None:
     sent, failures, versions = 0, [], {}
     while not stop_file.exists():
         sent += 1
@@ -83,6 +83,7 @@ def loop(base: str, stop_file: Path) -> None:
             versions[version] = versions.get(version, 0) + 1
         except Failed as error:
             failures.append(str(error))
+        time.sleep(interval)  # steady traffic that leaves the CPU to the training running meanwhile
     print(json.dumps({"requests": sent, "failed": len(failures), "versions": versions}))
     for failure in failures[:5]:
         print(f"failed: {failure}")
@@ -95,7 +96,8 @@ def main() -> int:
     parser.add_argument("action", choices=["tag", "model", "wait-model", "loop"])
     parser.add_argument("url", help="base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("arg", nargs="?", help="the SHA-256 (wait-model) or the stop file (loop)")
-    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=60.0, help="wait-model: seconds")
+    parser.add_argument("--interval", type=float, default=0.02, help="loop: seconds between requests")
     args = parser.parse_args()
     base = args.url.rstrip("/")
     try:
@@ -106,7 +108,7 @@ def main() -> int:
         elif args.action == "wait-model":
             wait_model(base, args.arg, args.timeout)
         else:
-            loop(base, Path(args.arg))
+            loop(base, Path(args.arg), args.interval)
     except Failed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -15,10 +15,10 @@ from tests.conftest import write_corpus
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--train", type=int, default=400)
+    parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write_corpus(args.dest / "atis", {"train": args.train, "valid": 60, "test": 60}, seed=args.seed)
+    write_corpus(args.dest / "atis", {"train": args.train, "valid": 40, "test": 40}, seed=args.seed)
 
 
 if __name__ == "__main__":
