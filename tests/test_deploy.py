@@ -1,12 +1,17 @@
-"""The deployment files: the compose file validates, and what its containers run works outside them."""
+"""The deployment files: the compose file validates, the image's package builds from exactly what the
+Dockerfile copies, and what the containers run works outside them. scripts/test-deploy.sh (run by
+.ci/run) builds the image and runs the compose deployment end to end on a Docker engine."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -47,6 +52,11 @@ def test_compose_file_is_valid_and_wires_train_to_api() -> None:
     api_mount = volume_mount(api, "checkpoints")
     train_mount = volume_mount(train, "checkpoints")
     assert api_mount == ("/app/checkpoints", True) and train_mount == ("/app/checkpoints", False)
+    # Defaults of the knobs the deployment test turns: ./data, port 8000, the image slotfill:latest.
+    assert volume_mount(train, str(REPO / "data")) == ("/app/data", True)
+    assert api["ports"][0]["published"] in (8000, "8000") and api["ports"][0]["target"] == 8000
+    assert api["image"] == train["image"] == "slotfill:latest"
+    assert api["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
     # The train service trains the best ATIS configuration, whose checkpoint the api serves.
     config_path = train["command"][train["command"].index("--config") + 1]
     assert config_path == "configs/atis-best.yaml"
@@ -65,12 +75,74 @@ def test_train_container_command_parses() -> None:
     assert yaml.safe_load(result.stdout)["model"]["cell"] == "lstm"
 
 
+def stages(dockerfile: str) -> list[str]:
+    return re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+
+
 def test_dockerfile_is_multi_stage_cpu_only_and_non_root() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert dockerfile.count("FROM python:3.11-slim") == 2
-    assert "download.pytorch.org/whl/cpu" in dockerfile
-    final_stage = dockerfile.split("FROM python:3.11-slim\n", 1)[1]
-    assert "USER slotfill" in final_stage and "gcc" not in final_stage
+    # Real-world defaults: the slim Python image for both stages, torch from PyTorch's CPU index.
+    assert "ARG BASE_IMAGE=python:3.11-slim\n" in dockerfile
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu\n" in dockerfile
+    build, final = stages(dockerfile)
+    assert build.startswith("${BASE_IMAGE} AS build") and final.startswith("${BASE_IMAGE}\n")
+    # A Debian base has `python3` only, so `python` exists only inside the venv.
+    assert "python3 -m venv /opt/venv" in build and "RUN python " not in dockerfile
+    # The final stage takes the venv and the configs only: no compilers, no wheels/ (CA bundle), not root.
+    assert "USER slotfill" in final and "gcc" not in final and "/wheels" not in final
+    copies = re.findall(r"^COPY .*", final, flags=re.M)
+    assert copies == ["COPY --from=build /opt/venv /opt/venv", "COPY configs configs"]
+    assert "HEALTHCHECK" in final
+
+
+def test_docker_build_context_holds_the_packages_and_wheels_but_no_data() -> None:
+    patterns = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert patterns[0] == "*"  # everything else is left out: data, checkpoints, runs, .venv, .git
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    copied = set(re.findall(r"^COPY (?!--from)(.*) \S+$", (REPO / "Dockerfile").read_text(), flags=re.M))
+    sources = {source.rstrip("*") for line in copied for source in line.split()}
+    assert sources <= allowed, sources - allowed
+    assert allowed == {"pyproject.toml", "README.md", "models", "training", "serving", "configs", "wheels"}
+    assert "/wheels/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_the_package_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """`pip install .` in the image sees pyproject.toml, README.md, models/, training/ and serving/ only."""
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for package in ("models", "training", "serving"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", "."]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("slotfill-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packages = {name.split("/")[0] for name in archive.namelist() if name.endswith(".py")}
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("/METADATA"))
+    assert packages == {"models", "training", "serving"}
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: ")]
+    # matplotlib (the lecture experiments' plots) is an extra, never installed into the image.
+    assert all("extra ==" in line for line in requires if "matplotlib" in line)
+    assert any(line.startswith("Requires-Dist: torch==2.13.0") for line in requires)
+
+
+def test_installed_packages_do_not_import_experiments_or_matplotlib() -> None:
+    for package in ("models", "training", "serving"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                else:
+                    continue
+                for name in names:
+                    assert name.split(".")[0] not in {"experiments", "matplotlib"}, f"{path}:{node.lineno}: {name}"
+
+
+def test_ci_runs_the_deployment_test_after_the_unit_tests() -> None:
+    steps = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("bash ")]
+    assert steps == ["bash scripts/test.sh", "bash scripts/test-deploy.sh"]
 
 
 class _Ready(BaseHTTPRequestHandler):
