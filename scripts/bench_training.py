@@ -7,6 +7,8 @@ record per run to benchmarks/records.jsonl, and render tables from that file.
         # a config with CLI overrides, passed on to `python -m training` as they are
     python scripts/bench_training.py --table "atis-best:1-3,5-9"  # a table of recorded runs; trains nothing
     python scripts/bench_training.py --render                      # rewrite docs/benchmarks.md's tables
+    python scripts/bench_training.py --runs atis-lstm:1-1 --records benchmarks/timing.jsonl --out-dir runs/timing
+        # a timing run alone on the machine: recorded apart, so it stays out of the medians
 
 A run is named by its label, the config and its overrides ("atis-lstm --model.decoder=crf"); a
 record holds the label, the seed, the command, the commit and machine it ran on, the test figures,
@@ -36,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 RECORDS = REPO / "benchmarks" / "records.jsonl"
+TIMING = REPO / "benchmarks" / "timing.jsonl"  # runs alone on the machine, kept out of the medians
 CONFIGS = REPO / "configs"
 FIGURES = (  # record key, column heading, digits
     ("test_slot_f1", "test slot F1", 2),
@@ -331,11 +334,33 @@ def provenance_table(records: list[dict], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def render_sections(records: list[dict], configs: list[str]) -> dict[str, str]:
-    """The generated sections of docs/benchmarks.md, by marker name."""
+def timing_table(timing: list[dict], configs: list[str]) -> str:
+    """One row per timing run of a shipped config: its fit time, epochs and scores, threads and commit."""
+    lines = [
+        "| config | command | fit s | s / epoch | epochs | test F1 / intent / sentence | torch threads | commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in timing:
+        if r["config"] not in configs:
+            continue
+        scores = " / ".join(
+            f"{r[key]:.2f}" for key in ("test_slot_f1", "test_intent_accuracy", "test_sentence_accuracy")
+        )
+        lines.append(
+            f"| {r['config']} | `{r['command']}` | {r['fit_wall_seconds']:.0f} | {r['train_epoch_seconds']:.1f} "
+            f"| {r['epochs']} | {scores} | {r.get('threads') or '?'} | `{(r.get('commit') or '?')[:7]}` |"
+        )
+    return "\n".join(lines)
+
+
+def render_sections(records: list[dict], configs: list[str], timing: list[dict] | None = None) -> dict[str, str]:
+    """The generated sections of docs/benchmarks.md, by marker name (`shipped-timing` only with `timing`)."""
     labels = [c for c in configs if newest_by_seed(records, c)]
     shipped = [r for label in labels for r in newest_by_seed(records, label)]
-    return {"shipped-configs": table(shipped), "shipped-provenance": provenance_table(records, labels)}
+    sections = {"shipped-configs": table(shipped), "shipped-provenance": provenance_table(records, labels)}
+    if timing is not None:
+        sections["shipped-timing"] = timing_table(timing, configs)
+    return sections
 
 
 def write_sections(doc: Path, sections: dict[str, str]) -> None:
@@ -358,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     action.add_argument("--table", nargs="+", metavar="SPEC", help="print a table of recorded runs; train nothing")
     action.add_argument("--render", action="store_true", help="rewrite the generated tables of docs/benchmarks.md")
     parser.add_argument("--records", type=Path, default=RECORDS, help="the records file (JSON lines)")
+    parser.add_argument("--timing", type=Path, default=TIMING, help="timing runs for --render (JSON lines)")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document --render rewrites")
     parser.add_argument("--out-dir", default="runs/bench", help="where runs write logs and checkpoints")
     parser.add_argument("--note", default="", help="stored with each new record (e.g. how the runs shared the CPU)")
@@ -383,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         print(table(select(records, args.table)))
         return
-    sections = render_sections(records, shipped_configs())
+    timing = read_records(args.timing) if args.timing.is_file() else None
+    sections = render_sections(records, shipped_configs(), timing)
     for name, body in sections.items():
         print(f"<!-- {name} -->\n{body}\n")
     if not args.dry_run:

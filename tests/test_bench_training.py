@@ -96,6 +96,12 @@ def test_render_rewrites_only_the_marked_sections(tmp_path: Path) -> None:
     assert "`python scripts/bench_training.py --runs atis-lstm:3`" in provenance
     assert "`1111111`, `2222222`, `3333333`" in provenance and "2026-12-01 – 2026-12-03" in provenance
     assert "| alone |" in provenance
+    timing = [
+        record("atis-gru", 4, 95.1, train_epoch_seconds=8.04, epochs=30, command="cmd", threads=2),
+        record("atis-lstm --model.decoder=crf", 4, 95.1, train_epoch_seconds=8.0, epochs=30, command="x"),
+    ]
+    rows = bench_training.render_sections(records, ["atis-gru"], timing)["shipped-timing"].splitlines()[2:]
+    assert rows == ["| atis-gru | `cmd` | 304 | 8.0 | 30 | 95.10 / 96.00 / 85.00 | 2 | `4444444` |"]
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
         "# B\n\nprose\n<!-- shipped-configs:start -->\nold\n<!-- shipped-configs:end -->\nmiddle\n"
@@ -121,15 +127,17 @@ def test_main_render_and_table_read_the_records_file(tmp_path: Path, capsys: pyt
     doc = tmp_path / "benchmarks.md"
     doc.write_text("<!-- shipped-configs:start -->\n<!-- shipped-configs:end -->\n"
                    "<!-- shipped-provenance:start -->\n<!-- shipped-provenance:end -->\n")  # fmt: skip
-    bench_training.main(["--render", "--records", str(path), "--doc", str(doc)])
+    bench_training.main(["--render", "--records", str(path), "--doc", str(doc), "--timing", str(tmp_path / "none")])
     assert "| atis-lstm | 2 | 95.25 (95.00–95.50) |" in doc.read_text()
 
 
 def test_the_repository_records_render_every_shipped_config() -> None:
     """benchmarks/records.jsonl is valid, and docs/benchmarks.md holds what --render makes of it."""
     records = bench_training.read_records()
-    assert all({"config", "seed", "test_slot_f1", "commit", "machine"} <= r.keys() for r in records)
-    sections = bench_training.render_sections(records, bench_training.shipped_configs())
+    timing = bench_training.read_records(bench_training.TIMING)
+    assert all({"config", "seed", "test_slot_f1", "commit", "machine"} <= r.keys() for r in records + timing)
+    sections = bench_training.render_sections(records, bench_training.shipped_configs(), timing)
+    assert set(sections) == {"shipped-configs", "shipped-provenance", "shipped-timing"}
     doc = bench_training.DOC.read_text()
     for name, body in sections.items():
         assert f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->" in doc, f"rerun --render: {name} is stale"
