@@ -6,31 +6,44 @@ same process, alternating between variants so machine noise hits all alike:
 
 Prints seconds per epoch (median of `--repeats`) and each variant's ratio to our `lstm`.
 
-    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3] [--cells lstm gru clockwork scrn] [--doc]
+    python scripts/bench_encoder.py [--data-dir data/atis] [--repeats 3] [--cells lstm gru clockwork scrn]
+    python scripts/bench_encoder.py --render      # the doc's table from the newest record, no timing
+
+Each run appends one record (the seconds of every repeat, the commit, machine and threads) to
+benchmarks/encoder.jsonl and rewrites the encoder table of docs/benchmarks.md from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import re
+import json
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from bench_training import DOC, append_record, machine, write_sections
 from torch import nn
 
 from models.loss import slot_loss
-from models.tagger import TaggerConfig, build_tagger
-from training.datamodule import SlotDataModule
+
+RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "encoder.jsonl"
+
+
+def read_records(path: Path) -> list[dict]:
+    """The encoder records of `path`, in file order; none stops with the file's name."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        raise SystemExit(f"{path}: no encoder records")
+    return records
 
 
 class PackedTagger(nn.Module):
     """The LSTM tagger's shape, with torch's own bidirectional LSTM over packed sequences."""
 
-    def __init__(self, config: TaggerConfig) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.lstm = nn.LSTM(config.embedding_dim, config.hidden_size, batch_first=True, bidirectional=True)
@@ -56,14 +69,49 @@ def epoch_seconds(model: nn.Module, batches: list[dict], tag_logits) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def table(record: dict) -> str:
+    """The Markdown table of one encoder record: seconds per epoch and the ratio to our LSTM."""
+    times = record["seconds"]
+    baseline = statistics.median(times["lstm"])
+    lines = ["| encoder | s / epoch (median) | × our lstm | runs (s) |", "|---|---|---|---|"]
+    for name, runs in times.items():
+        label = "packed nn.LSTM (torch)" if name == "packed" else f"{name} (ours)"
+        median = statistics.median(runs)
+        lines.append(f"| {label} | {median:.2f} | {median / baseline:.2f} | {', '.join(f'{t:.2f}' for t in runs)} |")
+    commit = (record.get("commit") or "?")[:7]
+    lines.append(
+        f"\n{record['machine']}, torch {record['torch']}, {record['threads']} threads, {record['batches']} batches of "
+        f"{record['batch_size']}, hidden {record['hidden_size']}/direction; commit `{commit}`, {record['date']}; "
+        f"`{record['command']}`."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/atis")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cells", nargs="+", default=["lstm"], help="our encoders to time (lstm is the baseline)")
     parser.add_argument("--hidden-size", type=int, default=200)
-    parser.add_argument("--doc", action="store_true", help="write the table into docs/benchmarks.md")
-    args = parser.parse_args()
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the encoder records file (JSON lines)")
+    parser.add_argument("--dry-run", action="store_true", help="time and print, but append and rewrite nothing")
+    parser.add_argument("--render", action="store_true", help="only rewrite docs/benchmarks.md from the newest record")
+    args = parser.parse_args(argv)
+    if not args.render:
+        record = measure(args)
+        print(table(record))
+        if args.dry_run:
+            return
+        append_record(record, args.records)
+    newest = read_records(args.records)[-1]
+    write_sections(DOC, {"encoder-bench": table(newest)})
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Time every encoder `args.repeats` times, alternating, and return the record of the run."""
+    from models.tagger import TaggerConfig, build_tagger
+    from training.datamodule import SlotDataModule
+
     torch.manual_seed(0)
     data = SlotDataModule(args.data_dir, batch_size=32)
     batches = list(data.train_dataloader())
@@ -84,27 +132,15 @@ def main() -> None:
             else:
                 run = lambda m, b: m(b["token_ids"], b["mask"]).tag_logits  # noqa: E731
                 times[name].append(epoch_seconds(model, batches, run))
-    baseline = statistics.median(times["lstm"])
-    lines = [
-        "| encoder | s / epoch (median) | × our lstm | runs (s) |",
-        "|---|---|---|---|",
-    ]
-    for name, runs in times.items():
-        label = "packed nn.LSTM (torch)" if name == "packed" else f"{name} (ours)"
-        median = statistics.median(runs)
-        lines.append(f"| {label} | {median:.2f} | {median / baseline:.2f} | {', '.join(f'{t:.2f}' for t in runs)} |")
-    lines.append(
-        f"\nMachine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{len(batches)} batches of 32, hidden {args.hidden_size}/direction; run {time.strftime('%Y-%m-%d')} with "
-        f"`python scripts/bench_encoder.py {' '.join(sys.argv[1:])}`."
-    )
-    body = "\n".join(lines)
-    print(body)
-    if args.doc:
-        doc = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        start, end = "<!-- encoder-bench:start -->", "<!-- encoder-bench:end -->"
-        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-        doc.write_text(pattern.sub(lambda _: f"{start}\n{body}\n{end}", doc.read_text()))
+    return {
+        "benchmark": "encoder",
+        "command": f"python scripts/bench_encoder.py {shlex.join(sys.argv[1:])}".strip(),
+        "seconds": times,
+        "batches": len(batches),
+        "batch_size": 32,
+        "hidden_size": args.hidden_size,
+        **machine(),
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Score several checkpoints of one recipe alone and as a seed ensemble (`models/ensemble.py`), on
+"""Score several checkpoints of one recipe alone and as a seed ensemble (`scripts/seed_ensemble.py`), on
 the validation and test splits: slot F1 (conlleval's), intent accuracy and sentence accuracy.
 
     python scripts/bench_ensemble.py --data-dir data/atis \
@@ -24,8 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from seed_ensemble import predict  # noqa: E402  (scripts/seed_ensemble.py, next to this script)
+
 from models.checkpoint import LoadedTagger, load_bundle  # noqa: E402
-from models.ensemble import predict  # noqa: E402
 from training.data import Example, read_split  # noqa: E402
 from training.metrics import SpanF1  # noqa: E402
 

@@ -1,5 +1,6 @@
 """Seed ensembles: several checkpoints of one recipe (same data, tag list and intent list) tag a
-sentence together.
+sentence together. A measuring tool for `scripts/bench_ensemble.py`, not part of the installed
+product: the service serves one checkpoint.
 
 Each model gives, per word, a distribution over tags (softmax, or the CRF's marginals) and, per
 sentence, one over intents; the ensemble averages them. Tags are then decoded from the averaged
