@@ -42,7 +42,10 @@ def plot_slot_f1(types: dict[str, dict[str, Any]], path: str | Path, title: str)
     positions = np.arange(len(labels))
     axes.barh(positions, values, height=0.7, color=[_f1_colour(v) for v in values])
     axes.set_yticks(positions, labels, fontsize=FONT_SIZE)
-    axes.set_ylim(len(labels) - 0.5, -0.5)  # weakest first, as in report.md
+    if labels:
+        axes.set_ylim(len(labels) - 0.5, -0.5)  # weakest first, as in report.md
+    else:
+        axes.text(50, 0.5, "no slot chunks, gold or predicted", ha="center", va="center", fontsize=FONT_SIZE)
     axes.set_xlim(0, 100)
     axes.set_xticks(range(0, 101, 10))
     axes.tick_params(axis="x", labelsize=FONT_SIZE)
