@@ -1,5 +1,5 @@
 """`slotfill-train` / `python -m training`: the LightningCLI (fit, validate, test, predict), plus
-`download` to fetch the data sets."""
+`download` to fetch the data sets and `report` to draw a run's training curves."""
 
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ def main(args: list[str] | None = None) -> None:
         from training.download import main as download_main
 
         sys.exit(download_main(argv[1:]))
+    if argv[:1] == ["report"]:
+        from training.curves import main as report_main
+
+        sys.exit(report_main(argv[1:]))
     try:
         run_cli(argv)
     except (DataError, CheckpointError) as error:

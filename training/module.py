@@ -18,6 +18,7 @@ from models.vocab import Vocabulary
 from training.data import write_conlleval_file
 from training.distributed import dataset_size, gather_in_order
 from training.metrics import Accuracy, SpanF1
+from training.report import report_source, scored_from_rows, write_report
 
 DEFAULT_TAGGER = TaggerOptions()
 # Training options that hyper-parameters written with bundle format 1 can hold, each with the value
@@ -118,7 +119,8 @@ class SlotTaggerModule(pl.LightningModule):
                 tags_right &= intent_right
             self.sentence_accuracy[stage].update(tags_right)
             if stage == "test":
-                self._test_rows.extend((ex.words, ex.tags, p) for ex, p in zip(examples, predicted_tags))
+                tagged = zip(examples, predicted_tags, predicted_intents)
+                self._test_rows.extend((ex.words, ex.tags, p, ex.intent, i) for ex, p, i in tagged)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -164,8 +166,11 @@ class SlotTaggerModule(pl.LightningModule):
         # Under DDP each process tagged a share of the test set: gather them, in order, and write once.
         rows = gather_in_order(self._test_rows, dataset_size(self.trainer.test_dataloaders))
         if self.trainer.is_global_zero:
-            write_conlleval_file(path, rows)
+            write_conlleval_file(path, [row[:3] for row in rows])
             print(f"conlleval input written to {path}")
+            source = report_source(self.trainer.ckpt_path, getattr(self.trainer.datamodule, "data_dir", None), "test")
+            write_report(path.parent, scored_from_rows(rows, with_intents=self.config.intent_head), source)
+            print(f"evaluation report written to {path.parent}/report.md")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
         output = self._run_model(batch)
