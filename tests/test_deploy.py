@@ -72,7 +72,7 @@ def test_train_container_command_parses() -> None:
     command = [str(entrypoint), *train["command"], "--print_config"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert yaml.safe_load(result.stdout)["model"]["cell"] == "lstm"
+    assert yaml.safe_load(result.stdout)["model"]["tagger"]["cell"] == "lstm"
 
 
 def stages(dockerfile: str) -> list[str]:
