@@ -3,14 +3,14 @@ record per run to benchmarks/records.jsonl, and render tables from that file.
 
     python scripts/bench_training.py --runs atis-lstm:3            # seeds 1-3 of configs/atis-lstm.yaml
     python scripts/bench_training.py --runs atis-lstm:4-6          # seeds 4, 5 and 6
-    python scripts/bench_training.py --runs "atis-lstm:1-1 --model.decoder=crf" --note "two at a time"
+    python scripts/bench_training.py --runs "atis-lstm:1-1 --model.tagger.decoder=crf" --note "two at a time"
         # a config with CLI overrides, passed on to `python -m training` as they are
     python scripts/bench_training.py --table "atis-best:1-3,5-9"  # a table of recorded runs; trains nothing
     python scripts/bench_training.py --render                      # rewrite docs/benchmarks.md's tables
     python scripts/bench_training.py --runs atis-lstm:1-1 --records benchmarks/timing.jsonl --out-dir runs/timing
         # a timing run alone on the machine: recorded apart, so it stays out of the medians
 
-A run is named by its label, the config and its overrides ("atis-lstm --model.decoder=crf"); a
+A run is named by its label, the config and its overrides ("atis-lstm --model.tagger.decoder=crf"); a
 record holds the label, the seed, the command, the commit and machine it ran on, the test figures,
 the validation figures of the selected epoch and the fit time. `--render` writes, for every config
 in configs/, the median and range over its recorded seeds (the newest record of each seed) into

@@ -33,12 +33,12 @@ def test_parse_seeds_and_seed_text_invert_each_other() -> None:
     assert bench_training.seed_text([3, 1, 2]) == "3"
     with pytest.raises(ValueError, match="bad seeds"):
         bench_training.parse_seeds("1-x")
-    assert bench_training.parse_spec("atis-lstm:2-3 --model.decoder=crf") == (
+    assert bench_training.parse_spec("atis-lstm:2-3 --model.tagger.decoder=crf") == (
         "atis-lstm",
-        ["--model.decoder=crf"],
+        ["--model.tagger.decoder=crf"],
         [2, 3],
     )
-    assert bench_training.spec_label("atis-lstm:2-3 --model.decoder=crf") == "atis-lstm --model.decoder=crf"
+    assert bench_training.spec_label("atis-lstm:2-3 --model.tagger.decoder=crf") == "atis-lstm --model.tagger.decoder=crf"
 
 
 def test_records_are_appended_and_read_back_in_order(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_a_bad_records_line_is_named_by_its_line_number(tmp_path: Path) -> None:
 
 def test_the_newest_record_of_a_seed_wins_and_missing_seeds_are_named() -> None:
     records = [record("atis-lstm", 1, 94.0), record("atis-lstm", 2, 95.5), record("atis-lstm", 1, 95.0),
-               record("atis-lstm --model.decoder=crf", 1, 90.0)]  # fmt: skip
+               record("atis-lstm --model.tagger.decoder=crf", 1, 90.0)]  # fmt: skip
     newest = bench_training.newest_by_seed(records, "atis-lstm")
     assert [(r["seed"], r["test_slot_f1"]) for r in newest] == [(1, 95.0), (2, 95.5)]
     assert [r["test_slot_f1"] for r in bench_training.select(records, ["atis-lstm:2"])] == [95.0, 95.5]
@@ -87,7 +87,7 @@ def test_table_gives_median_and_range_over_seeds() -> None:
 
 def test_render_rewrites_only_the_marked_sections(tmp_path: Path) -> None:
     records = [record("atis-lstm", 1, 95.0), record("atis-lstm", 2, 96.0), record("atis-lstm", 3, 95.2),
-               record("atis-lstm --model.decoder=crf", 1, 99.0), record("atis-gru", 1, 94.0, note="alone")]  # fmt: skip
+               record("atis-lstm --model.tagger.decoder=crf", 1, 99.0), record("atis-gru", 1, 94.0, note="alone")]  # fmt: skip
     sections = bench_training.render_sections(records, ["atis-gru", "atis-lstm", "snips-best"])
     shipped = sections["shipped-configs"].splitlines()
     assert [line.split(" | ")[0] for line in shipped[2:]] == ["| atis-gru", "| atis-lstm"]  # no snips-best record
@@ -98,7 +98,7 @@ def test_render_rewrites_only_the_marked_sections(tmp_path: Path) -> None:
     assert "| alone |" in provenance
     timing = [
         record("atis-gru", 4, 95.1, train_epoch_seconds=8.04, epochs=30, command="cmd", threads=2),
-        record("atis-lstm --model.decoder=crf", 4, 95.1, train_epoch_seconds=8.0, epochs=30, command="x"),
+        record("atis-lstm --model.tagger.decoder=crf", 4, 95.1, train_epoch_seconds=8.0, epochs=30, command="x"),
     ]
     rows = bench_training.render_sections(records, ["atis-gru"], timing)["shipped-timing"].splitlines()[2:]
     assert rows == ["| atis-gru | `cmd` | 304 | 8.0 | 30 | 95.10 / 96.00 / 85.00 | 2 | `4444444` |"]
