@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.checkpoint import CheckpointError
-from serving import metrics
+from serving import metrics, playground, rasa
 from serving.predictor import Predictor, ServedModel
 from serving.routes import ApiError, error_response, router
 from serving.settings import Settings
@@ -227,6 +227,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.serving = state
     app.include_router(router)
+    app.include_router(rasa.router)
+    app.include_router(playground.router)
     _install_error_handlers(app)
     app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

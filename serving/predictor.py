@@ -506,7 +506,8 @@ def decode(scores: Scores) -> dict[str, Any]:
     """The answer for one sentence: words with tags, slots as spans, intent ranking, model.
 
     A word's confidence is the probability of its chosen tag (softmax, or the CRF's marginal); a
-    slot's is the product of its words' (see docs/serving.md)."""
+    slot's is the product of its words' (see docs/serving.md). A slot's `canonical` is its value
+    after the checkpoint's synonyms, or None when none applies."""
     served, item = scores.served, scores.item
     tag_names = served.tagger.slot_tags
     intent_names = served.tagger.intents
@@ -515,13 +516,16 @@ def decode(scores: Scores) -> dict[str, Any]:
     n = len(words)
     tags = [tag_names[i] for i in scores.tag_ids[:n]]
     confidences = scores.confidences
+    synonyms = served.tagger.synonyms
     slots = []
     for span in bio_to_spans(tags):
         first, last = words[span.start], words[span.end - 1]
+        value = text[first.start : last.end]
         slots.append(
             {
                 "slot": span.label,
-                "value": text[first.start : last.end],
+                "value": value,
+                "canonical": synonyms.canonical(span.label, value),
                 "start": first.start,
                 "end": last.end,
                 "token_start": span.start,
