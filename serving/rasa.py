@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from serving.routes import ERRORS, _infer, _state, json_response, prepare
+from serving.errors import ERRORS, json_response
+from serving.routes import _infer, _state, prepare
 from serving.schemas import TagRequest
 
 EXTRACTOR = "slotfill"
