@@ -148,6 +148,7 @@ def test_multi_word_values_are_grouped_with_original_spacing(all_city_checkpoint
     assert slot == {
         "slot": "fromloc.city_name",
         "value": "New   York City",
+        "canonical": None,  # the checkpoint has no synonyms
         "start": 2,
         "end": 17,
         "token_start": 0,
