@@ -270,3 +270,20 @@ def test_playground_shows_the_apis_503_and_413_messages(browser, tmp_path: Path)
         submit_and_wait(driver, "text", long, Keys.ENTER, "status-one", "error-one")
         message = api.post("/v1/tag", json={"text": long}).json()["error"]["message"]
         assert driver.find_element(By.ID, "error-one").text == f"Error 413: {message}"
+
+
+def test_the_page_is_self_contained_and_never_writes_markup(client) -> None:
+    """One HTML file: no script, style, font or image fetched from elsewhere, a policy that holds
+    the browser to that, and user data written only as text."""
+    import re
+
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    page = response.text
+    assert re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page) == []
+    assert re.findall(r"@import|url\(", page) == []
+    assert "innerHTML" not in page and "insertAdjacentHTML" not in page and "document.write" not in page
+    assert "/" not in client.get("/openapi.json").json()["paths"]  # the API's schema stays the API's
