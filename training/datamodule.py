@@ -72,9 +72,9 @@ class SlotDataModule(pl.LightningDataModule):
         self.synonyms = self._read_synonyms(synonyms)
 
     def _read_synonyms(self, extra: str | None) -> SynonymTable:
-        paths = [path for path in (self.data_dir / "synonyms.json",) if path.is_file()]
-        if extra:
-            paths.append(Path(extra))
+        """`{data_dir}/synonyms.json` when it exists, plus the `synonyms` file when given."""
+        imported = self.data_dir / "synonyms.json"
+        paths = ([imported] if imported.is_file() else []) + ([Path(extra)] if extra else [])
         table = SynonymTable()
         try:
             for path in paths:

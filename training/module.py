@@ -295,7 +295,14 @@ class SlotTaggerModule(pl.LightningModule):
         weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         synonyms = getattr(self.trainer.datamodule, "synonyms", None)  # canonical values, from the data
         checkpoint[BUNDLE_KEY] = make_bundle(
-            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters, weights, synonyms
+            self.model,
+            self.vocabulary,
+            self.slot_tags,
+            self.intents,
+            metrics,
+            self.characters,
+            weights,
+            synonyms=synonyms,
         )
 
 
