@@ -2,7 +2,8 @@
 
 A bundle is {format_version, config, vocabulary, characters (None without character features),
 slot_tags, intents, state_dict, metrics,
-created_at}: strings, numbers, lists and tensors only, so `torch.load(path, weights_only=True)`
+created_at, and optionally synonyms (`models.synonyms`' JSON form; absent in older bundles)}:
+strings, numbers, lists and tensors only, so `torch.load(path, weights_only=True)`
 reads it. Training embeds the bundle in each Lightning checkpoint under `BUNDLE_KEY`; `load_bundle`
 accepts either that checkpoint or a bundle saved on its own.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from models.synonyms import SynonymError, SynonymTable
 from models.tagger import RecurrentTagger, TaggerConfig, build_tagger
 from models.vocab import Vocabulary
 
@@ -58,6 +60,7 @@ class LoadedTagger:
     created_at: str = ""
     sha256: str = ""
     path: str = ""
+    synonyms: SynonymTable = field(default_factory=SynonymTable)  # canonical slot values
 
 
 def make_bundle(
@@ -67,9 +70,12 @@ def make_bundle(
     intents: list[str],
     metrics: dict[str, float] | None = None,
     characters: Vocabulary | None = None,
+    synonyms: SynonymTable | None = None,
 ) -> dict[str, Any]:
-    """The bundle of `model`: its config, label lists and weights, as plain data."""
+    """The bundle of `model`: its config, label lists, weights and synonyms, as plain data."""
+    extra = {"synonyms": synonyms.to_json()} if synonyms else {}
     return {
+        **extra,
         "characters": characters.to_list() if characters is not None else None,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
@@ -162,6 +168,9 @@ def load_bundle(path: str | Path) -> LoadedTagger:
         characters = Vocabulary(bundle["characters"]) if bundle.get("characters") else None
         model = build_tagger(config, list(bundle["slot_tags"]), list(bundle["intents"]))
         model.load_state_dict(bundle["state_dict"])
+        synonyms = SynonymTable.from_json(bundle["synonyms"], f"{path} (synonyms)") if bundle.get("synonyms") else None
+    except SynonymError as error:
+        raise CheckpointError(str(error)) from None
     except (ValueError, TypeError, RuntimeError, KeyError) as error:
         raise CheckpointError(f"{path}: checkpoint does not rebuild a tagger: {error}") from None
     if len(vocabulary) != config.vocab_size or len(bundle["slot_tags"]) != config.num_tags:
@@ -180,4 +189,5 @@ def load_bundle(path: str | Path) -> LoadedTagger:
         created_at=str(bundle.get("created_at", "")),
         sha256=file_sha256(path),
         path=str(path),
+        synonyms=synonyms or SynonymTable(),
     )

@@ -50,6 +50,9 @@ class TaggedWord(_Strict):
 class Slot(_Strict):
     slot: str
     value: str = Field(description="text[start:end], original characters and spacing")
+    canonical: str | None = Field(
+        description="the value after the model's synonyms (e.g. NYC -> New York); null when none applies"
+    )
     start: int
     end: int
     token_start: int = Field(description="index of the span's first word")

@@ -7,9 +7,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
+from models.synonyms import SynonymError, SynonymTable, load_synonyms
 from models.vocab import Vocabulary, build_characters
 from training.augment import MentionReplacement
-from training.data import EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
+from training.data import DataError, EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
 
 
 class SlotDataModule(pl.LightningDataModule):
@@ -30,6 +31,9 @@ class SlotDataModule(pl.LightningDataModule):
             (`training.augment`); 0: off.
         predict_file: raw utterances, one a line, for `predict`.
         num_workers: DataLoader worker processes.
+        synonyms: canonical slot values (`models.synonyms`): a Rasa `synonym:` YAML file or a
+            slotfill JSON file, added to `{data_dir}/synonyms.json` when that exists; they travel in
+            the checkpoint and the service reports them as each slot's `canonical`.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class SlotDataModule(pl.LightningDataModule):
         mention_replacement: float = 0.0,
         predict_file: str | None = None,
         num_workers: int = 0,
+        synonyms: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -61,6 +66,19 @@ class SlotDataModule(pl.LightningDataModule):
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
         self._intent_index = {intent: i for i, intent in enumerate(self.intents)}
         self._splits: dict[str, list] = {}
+        self.synonyms = self._read_synonyms(synonyms)
+
+    def _read_synonyms(self, extra: str | None) -> SynonymTable:
+        """`{data_dir}/synonyms.json` when it exists, plus the `synonyms` file when given."""
+        imported = self.data_dir / "synonyms.json"
+        paths = ([imported] if imported.is_file() else []) + ([Path(extra)] if extra else [])
+        table = SynonymTable()
+        try:
+            for path in paths:
+                table = table.merged(load_synonyms(path))
+        except SynonymError as error:
+            raise DataError(str(error)) from None
+        return table
 
     def _encoded(self, split: str) -> list:
         if split not in self._splits:

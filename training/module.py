@@ -209,8 +209,9 @@ class SlotTaggerModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        synonyms = getattr(self.trainer.datamodule, "synonyms", None)  # canonical values, from the data
         checkpoint[BUNDLE_KEY] = make_bundle(
-            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters
+            self.model, self.vocabulary, self.slot_tags, self.intents, metrics, self.characters, synonyms=synonyms
         )
 
 

@@ -1,0 +1,82 @@
+"""`POST /model/parse`: Rasa's NLU HTTP contract, so a Rasa assistant can use slotfill as its NLU
+server (`nlu: url:` in the assistant's endpoints.yml).
+
+The request is Rasa's `{"text": ...}`; other fields Rasa sends (`message_id`, ...) are accepted and
+ignored. The answer is Rasa's parse result: `text`, `intent`, `intent_ranking` and `entities`, one
+entity per slot with `value` its canonical value when a synonym applies (what Rasa's synonym mapper
+does) and the text as written otherwise. Limits and error answers are those of `/v1/tag`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from serving.errors import ERRORS, json_response
+from serving.routes import _infer, _state, prepare
+from serving.schemas import TagRequest
+
+EXTRACTOR = "slotfill"
+
+
+class ParseRequest(BaseModel):
+    """Rasa's parse request: `text`; every other field is accepted and ignored."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"examples": [{"text": "flights from nyc to boston", "message_id": "1"}]}
+    )
+
+    text: StrictStr = Field(description="raw utterance; the limits of /v1/tag apply")
+
+
+class ParseIntent(BaseModel):
+    name: str | None = Field(description="intent name; null for a checkpoint without an intent head")
+    confidence: float
+
+
+class ParseEntity(BaseModel):
+    entity: str = Field(description="slot type")
+    start: int = Field(description="offset of the first character in text")
+    end: int = Field(description="offset after the last character (end-exclusive)")
+    value: str = Field(description="canonical value when a synonym applies, else text[start:end]")
+    confidence_entity: float = Field(description="product of the span's word confidences")
+    extractor: str = Field(description=f"always {EXTRACTOR!r}")
+
+
+class ParseResponse(BaseModel):
+    text: str
+    intent: ParseIntent
+    intent_ranking: list[ParseIntent]
+    entities: list[ParseEntity]
+
+
+def to_rasa(result: dict[str, Any]) -> dict[str, Any]:
+    """A `/v1/tag` answer in Rasa's parse-result shape."""
+    entities = [
+        {
+            "entity": slot["slot"],
+            "start": slot["start"],
+            "end": slot["end"],
+            "value": slot["canonical"] if slot["canonical"] is not None else slot["value"],
+            "confidence_entity": slot["confidence"],
+            "extractor": EXTRACTOR,
+        }
+        for slot in result["slots"]
+    ]
+    intent = result["intent"] or {"name": None, "confidence": 0.0}
+    return {"text": result["text"], "intent": intent, "intent_ranking": result["intent_ranking"], "entities": entities}
+
+
+router = APIRouter(tags=["rasa"])
+
+
+@router.post(
+    "/model/parse", response_model=ParseResponse, responses=ERRORS, summary="Rasa NLU HTTP API: parse one message"
+)
+async def parse(body: ParseRequest, request: Request) -> Response:
+    state = _state(request)
+    results = await _infer(state, [prepare(TagRequest(text=body.text), state)])
+    return json_response(to_rasa(results[0]))
