@@ -1,5 +1,5 @@
 """`slotfill-train` / `python -m training`: the LightningCLI (fit, validate, test, predict), plus
-`download` to fetch the data sets."""
+`download` to fetch the data sets and `import` to bring in data annotated in other formats."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def main(args: list[str] | None = None) -> None:
         from training.download import main as download_main
 
         sys.exit(download_main(argv[1:]))
+    if argv[:1] == ["import"]:
+        from training.import_data import main as import_main
+
+        sys.exit(import_main(argv[1:]))
     try:
         run_cli(argv)
     except DataError as error:
