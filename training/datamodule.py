@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.vocab import Vocabulary, build_characters
 from training.augment import MentionReplacement
-from training.data import EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
+from training.data import DataError, EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
 
 
 class SlotDataModule(pl.LightningDataModule):
@@ -58,7 +58,8 @@ class SlotDataModule(pl.LightningDataModule):
         self.vocabulary = Vocabulary.build((ex.words for ex in self.train_examples), min_freq=min_word_freq)
         self.characters = build_characters(ex.words for ex in self.train_examples)
         self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
-        self.intents = label_list([ex.intent for ex in self.train_examples])
+        # no `label` file in train/: entity-only data, and a model without an intent head
+        self.intents = label_list([ex.intent for ex in self.train_examples if ex.intent is not None])
         counts = Counter(ex.intent for ex in self.train_examples)
         self.intent_counts = [counts[intent] for intent in self.intents]
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
@@ -68,6 +69,12 @@ class SlotDataModule(pl.LightningDataModule):
     def _encoded(self, split: str) -> list:
         if split not in self._splits:
             examples = self.train_examples if split == "train" else read_split(self.data_dir, split)
+            if split != "train" and examples and (examples[0].intent is None) != (not self.intents):
+                has, lacks = ("train", split) if self.intents else (split, "train")
+                raise DataError(
+                    f"{self.data_dir / lacks / 'label'}: not found, while {self.data_dir / has / 'label'} exists; "
+                    "every split needs intents or none does"
+                )
             self._splits[split] = [self._encode(ex) for ex in examples]
         return self._splits[split]
 
