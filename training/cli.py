@@ -7,6 +7,7 @@ import sys
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from models.vocab import Vocabulary
 from training.callbacks import JsonLinesWriter
@@ -52,6 +53,9 @@ class SlotfillCLI(LightningCLI):
         parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
         parser.link_arguments("data.intent_counts", "model.intent_counts", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        rank_zero_info(self.datamodule.summary())
 
 
 def run_cli(args: list[str]) -> SlotfillCLI:

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
-from models.vocab import Vocabulary, build_characters
+from models.vocab import Vocabulary, build_characters, normalize_word
 from training.augment import MentionReplacement
 from training.data import DataError, EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
 
@@ -77,6 +77,22 @@ class SlotDataModule(pl.LightningDataModule):
                 )
             self._splits[split] = [self._encode(ex) for ex in examples]
         return self._splits[split]
+
+    def summary(self) -> str:
+        """Sentences per split, slot types, intents, and the share of validation words never seen in
+        training (a high share means the character features and `<unk>` carry much of the work)."""
+        counts = {split: len(self._encoded(split)) for split in ("train", "valid", "test")}
+        seen = {normalize_word(word) for ex in self.train_examples for word in ex.words}
+        valid_words = [normalize_word(word) for item in self._encoded("valid") for word in item.example.words]
+        unseen = sum(word not in seen for word in valid_words)
+        slot_types = {tag[2:] for tag in self.slot_tags if tag != "O"}
+        intents = f"{len(self.intents)} intents" if self.intents else "no intents (no intent head)"
+        return (
+            f"data {self.data_dir}: sentences train {counts['train']}, valid {counts['valid']}, "
+            f"test {counts['test']}; {len(slot_types)} slot types; {intents}; "
+            f"valid words unseen in training {100 * unseen / max(len(valid_words), 1):.1f} % "
+            f"({unseen} of {len(valid_words)})"
+        )
 
     def _encode(self, example: Example) -> EncodedExample:
         return encode(example, self.vocabulary, self._tag_index, self._intent_index, self.characters)
