@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,66 @@ def test_out_folder_that_is_not_an_import_is_left_alone(tmp_path: Path, capsys):
     assert run_import("jsonl", source, "--out", again) == 0
     assert run_import("jsonl", source, "--out", again, "--seed", "3") == 0  # an earlier import is replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "again", "out"]
+
+
+# --- languages other than English ---------------------------------------------------------------
+
+TEMPLATES = {
+    "hotel": (
+        "Je voudrais réserver un hôtel à ",
+        ["Besançon", "Orléans", "Nîmes", "Genève"],
+        " pour ",
+        ["mercredi", "l'été prochain", "vendredi soir"],
+        ".",
+    ),  # fmt: skip
+    "weather": ("¿Qué tiempo hará en ", ["Cádiz", "León", "A Coruña", "Logroño"], " el ", ["miércoles", "sábado"], "?"),
+    "train": (
+        "Zeig mir Züge nach ",
+        ["München", "Düsseldorf", "Göttingen", "Gießen"],
+        " am ",
+        ["Dienstag", "Freitag"],
+        "!",
+    ),  # fmt: skip
+}
+
+
+def make_accented_examples(count: int, seed: int = 0, decomposed: bool = False) -> list[dict]:
+    """French, Spanish and German sentences with entities by character offsets; `decomposed` writes
+    them in NFD (accents as combining marks), so offsets count the marks as characters."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        intent = list(TEMPLATES)[index % len(TEMPLATES)]
+        head, cities, middle, days, tail = TEMPLATES[intent]
+        parts = [head, rng.choice(cities), middle, rng.choice(days), tail]
+        if decomposed:
+            parts = [unicodedata.normalize("NFD", part) for part in parts]
+        city_start = len(parts[0])
+        day_start = city_start + len(parts[1]) + len(parts[2])
+        rows.append(
+            {
+                "text": "".join(parts),
+                "intent": intent,
+                "entities": [
+                    {"start": city_start, "end": city_start + len(parts[1]), "label": "city"},
+                    {"start": day_start, "end": day_start + len(parts[3]), "label": "date"},
+                ],
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_accented_text_round_trip(tmp_path: Path, decomposed: bool):
+    rows = make_accented_examples(24, decomposed=decomposed)
+    source = write_jsonl(tmp_path / "multi.jsonl", rows)
+    out = tmp_path / "out"
+    assert run_import("jsonl", source, "--valid", source, "--test", source, "--out", out) == 0
+    imported = read_out(out, "test")
+    for row, (words, tags, intent) in zip(rows, imported, strict=True):
+        assert char_spans(row["text"], tags) == [CharSpan(e["start"], e["end"], e["label"]) for e in row["entities"]]
+        assert intent == row["intent"]
+        # the seq files hold the composed (NFKC) lookup forms, whatever form the text was sent in
+        assert words == [word.text for word in tokenize(unicodedata.normalize("NFC", row["text"]))]
+    assert imported[1][0][:4] == ["Qué", "tiempo", "hará", "en"]
+    assert "Züge" in imported[2][0]
