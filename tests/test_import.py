@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import unicodedata
 from pathlib import Path
 
@@ -444,3 +445,16 @@ def test_accented_text_round_trip(tmp_path: Path, decomposed: bool):
         assert words == [word.text for word in tokenize(unicodedata.normalize("NFC", row["text"]))]
     assert imported[1][0][:4] == ["Qué", "tiempo", "hará", "en"]
     assert "Züge" in imported[2][0]
+
+
+def test_readme_examples_import(tmp_path: Path):
+    """Each format's example in the README section imports as shown."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Train on your own data") :].split("\n## ", 1)[0]
+    examples = dict(re.findall(r"`(\w+)` — .*?```\w*\n(.*?)```", section, re.S))
+    assert sorted(examples) == ["conll", "jsonl", "rasa", "tokens"]
+    for name, body in examples.items():
+        source = write(tmp_path / f"{name}.txt", body)
+        out = tmp_path / name
+        assert run_import(name, source, "--valid", source, "--test", source, "--out", out) == 0
+        assert read_out(out, "train")[0][1][2:5] == ["B-city", "I-city", "B-date"]
