@@ -7,143 +7,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.checkpoint import CheckpointError
-from serving import metrics
-from serving.predictor import Predictor, ServedModel
-from serving.routes import ApiError, error_response, router
+from serving.errors import ApiError, error_response
+from serving.middleware import BodyLimitMiddleware, MetricsMiddleware
+from serving.routes import router
 from serving.settings import Settings
+from serving.state import ServingState
 
 log = logging.getLogger("serving")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
-
-
-class ServingState:
-    """What the routes share: the settings and the predictor (which holds the served model)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        # Each torch op lets go of the GIL; taking it back waits for the event loop's thread to yield,
-        # by default after up to 5 ms. A shorter interval keeps the inference thread's forward passes
-        # from stretching under load (docs/benchmarks.md). Process-wide, set once per worker.
-        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
-        self.load_error: str | None = None  # why the checkpoint could not be loaded at start-up
-        self.predictor = Predictor(
-            torch_threads=settings.torch_threads,
-            max_batch_sentences=settings.max_batch_sentences,
-            batch_wait_s=settings.batch_wait_ms / 1000.0,
-            intent_top_k=settings.intent_top_k,
-            model_name=settings.model_name,
-            on_batch=metrics.observe_batch,
-            model_process=settings.model_process,
-            batches_in_flight=settings.model_batches_in_flight,
-        )
-
-    def checkpoint_path(self) -> Path:
-        if self.settings.checkpoint is None:
-            raise CheckpointError("no checkpoint configured: set SLOTFILL_CHECKPOINT or pass --checkpoint")
-        return self.settings.checkpoint
-
-    def reload(self) -> ServedModel:
-        """Re-read the checkpoint and swap it in; on failure the old model keeps serving."""
-        try:
-            served = self.predictor.load(self.checkpoint_path())
-        except CheckpointError as error:
-            metrics.RELOADS.labels("failed").inc()
-            log.error("reload failed, the old model keeps serving: %s", error)
-            raise
-        self.load_error = None
-        metrics.RELOADS.labels("ok").inc()
-        return served
-
-    def reload_in_background(self) -> None:
-        def run() -> None:
-            with contextlib.suppress(CheckpointError):  # already logged and counted
-                self.reload()
-
-        threading.Thread(target=run, name="slotfill-reload", daemon=True).start()
-
-
-class ServingMiddleware:
-    """Pure ASGI: refuses bodies over the byte limit before anything parses them (413), and records
-    request counts and latency per route template, method and status."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            declared = None
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    declared = int(value) if value.isdigit() else -1
-                    break
-            if declared is not None and declared > self.max_body_bytes:
-                await self._too_large(declared, send_recording)
-            elif declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                # No length given (chunked): read at most the limit before anything parses it.
-                chunks: list[bytes] = []
-                size = 0
-                more = True
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunks.append(message.get("body", b""))
-                    size += len(chunks[-1])
-                    more = message.get("more_body", False)
-                    if size > self.max_body_bytes:
-                        await self._too_large(size, send_recording)
-                        return
-                body = b"".join(chunks)
-
-                async def replay() -> Message:
-                    nonlocal body
-                    message = {"type": "http.request", "body": body, "more_body": False}
-                    body = b""
-                    return message
-
-                await self.app(scope, replay, send_recording)
-            else:
-                await self.app(scope, receive, send_recording)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
-
-    async def _too_large(self, size: int, send: Send) -> None:
-        what = f"{size} bytes" if size >= 0 else "of unreadable length"
-        response = error_response(
-            413, "too_large", f"request body is {what}; the limit is {self.max_body_bytes} (SLOTFILL_MAX_BODY_BYTES)"
-        )
-        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
@@ -228,7 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving = state
     app.include_router(router)
     _install_error_handlers(app)
-    app.add_middleware(ServingMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it also counts the 413s
     return app
 
 

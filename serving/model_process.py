@@ -8,7 +8,7 @@ interval (5/s with Python's default 5 ms). Under load the whole server never use
 the two cores (docs/benchmarks.md, "The GIL"). A child process has a GIL of its own: the parent's inference
 thread sends it a batch of prepared sentences through a pipe, waits (without the GIL) for the scores,
 and the event loop keeps running on the other core. The inference thread may send the next batch
-before the last one's scores are back (`Predictor` keeps at most two in flight), so the child goes
+before the last one's scores are back (the predictor keeps at most two in flight), so the child goes
 from one pass to the next without waiting for the parent; it answers in the order it was asked.
 
 The child holds its own copy of the served model, keyed by the checkpoint's SHA-256, and keeps the
@@ -30,7 +30,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint import CheckpointError
+import torch
+
+from models.checkpoint import CheckpointError, load_bundle
+from serving.inference import ServedModel, freeze_long_lived_objects, score_rows, warm_up
 
 log = logging.getLogger("serving.model_process")
 
@@ -46,11 +49,6 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
     """The child's loop: `("load", path, sha256)`, `("score", sha256, items)` or `("stop",)` in,
     `("ok", payload)` or `("error", message)` out, one answer per message, in order. A score's
     payload is `(rows, seconds the pass took)`."""
-    import torch
-
-    from models.checkpoint import load_bundle
-    from serving.predictor import ServedModel, freeze_long_lived_objects, score_rows, warm_up
-
     torch.set_num_threads(torch_threads)
     models: dict[str, ServedModel] = {}  # sha256 -> model, oldest first; at most the last two
     while True:

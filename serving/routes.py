@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from models.checkpoint import CheckpointError
+from models.text import InputError, tokenize, words_from_tokens
 from serving import metrics
-from serving.predictor import InputError, Prepared, Scores, decode, tokenize, words_from_tokens
+from serving.errors import ERRORS, ApiError, json_response
+from serving.inference import Prepared, Scores, decode
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -27,44 +27,9 @@ from serving.schemas import (
     TagRequest,
     TagResponse,
 )
-
-if TYPE_CHECKING:
-    from serving.app import ServingState
+from serving.state import ServingState
 
 log = logging.getLogger("serving.routes")
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "request body over SLOTFILL_MAX_BODY_BYTES"},
-    422: {"model": ErrorResponse, "description": "invalid input; the message names the field or limit"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet"},
-}
-
-
-class ApiError(Exception):
-    """An error answered as `{"error": {"code", "message"}}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    try:
-        body = orjson.dumps(payload)  # several times faster than json.dumps on tag results
-    except orjson.JSONEncodeError:
-        # text holding lone surrogates is not UTF-8; ASCII-escaped JSON still carries it
-        body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-def error_response(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None):
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return json_response({"error": error}, status, headers)
 
 
 def _state(request: Request) -> ServingState:

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.checkpoint import CheckpointError
-from serving.predictor import Predictor, Prepared, tokenize
+from models.text import tokenize
+from serving.inference import Prepared
+from serving.predictor import Predictor
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -212,7 +212,9 @@ def test_character_bilstm_reads_each_word_forwards_to_its_end_and_backwards_to_i
 
 @pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
 def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_path: Path, char_encoder: str) -> None:
-    from serving.predictor import Predictor, Prepared, tokenize
+    from models.text import tokenize
+    from serving.inference import Prepared
+    from serving.predictor import Predictor
     from training.cli import run_cli
 
     data_dir = write_corpus(tmp_path / "data", {"train": 60, "valid": 20, "test": 20})

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from models.checkpoint import CheckpointError
 from models.spans import bio_to_spans
+from models.text import InputError, tokenize, words_from_tokens
+from serving.inference import Prepared, decode, score_rows
 from serving.model_process import ModelProcess
-from serving.predictor import InputError, Predictor, Prepared, decode, score_rows, tokenize, words_from_tokens
+from serving.predictor import Predictor
 
 
 def words_of(text: str) -> list[str]:
@@ -226,7 +228,7 @@ def test_model_process_scores_like_the_thread_and_keeps_the_previous_model(
     try:
         old = predictor.load(tiny_checkpoint)
         new = predictor.load(all_o_checkpoint)
-        process = predictor._process
+        process = predictor.runner.process
         items = [prepared(t) for t in TEXTS]
         in_child_old = process.score(old.tagger.sha256, items)
         in_child_new = process.score(new.tagger.sha256, items)
@@ -255,14 +257,14 @@ def test_model_process_is_restarted_when_it_dies(tiny_checkpoint: Path) -> None:
     predictor.start()
     try:
         before = predictor.predict([prepared(t) for t in TEXTS])
-        first = predictor._process.pid
+        first = predictor.runner.process.pid
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while predictor._process.alive and time.monotonic() < deadline:
+        while predictor.runner.process.alive and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not predictor._process.alive
+        assert not predictor.runner.process.alive
         after = predictor.predict([prepared(t) for t in TEXTS])
-        assert predictor._process.pid != first
+        assert predictor.runner.process.pid != first
         assert [r["words"] for r in after] == [r["words"] for r in before]
     finally:
         predictor.stop()
@@ -274,7 +276,7 @@ def test_model_process_answers_batches_sent_back_to_back_in_order(tiny_checkpoin
     predictor = Predictor(model_process=True)
     try:
         served = predictor.load(tiny_checkpoint)
-        process = predictor._process
+        process = predictor.runner.process
         batches = [[prepared(t) for t in TEXTS[: 1 + i % 3]] for i in range(6)]
         futures = [process.submit_score(served.tagger.sha256, batch) for batch in batches]
         for batch, future in zip(batches, futures, strict=True):
