@@ -458,3 +458,77 @@ def test_readme_examples_import(tmp_path: Path):
         out = tmp_path / name
         assert run_import(name, source, "--valid", source, "--test", source, "--out", out) == 0
         assert read_out(out, "train")[0][1][2:5] == ["B-city", "I-city", "B-date"]
+
+
+# --- imported data through training and serving ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def intentless_accented_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    """Entity-only French/Spanish/German data imported, then trained with configs/default.yaml (made
+    tiny); returns (the data folder, best.ckpt, the CLI arguments)."""
+    from training.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("intentless")
+    rows = [{key: value for key, value in row.items() if key != "intent"} for row in make_accented_examples(90)]
+    source = write_jsonl(root / "multi.jsonl", rows)
+    data = root / "data"
+    assert run_import("jsonl", source, "--out", data, "--split", "0.7,0.15,0.15") == 0
+    assert not (data / "train" / "label").exists()
+    args = [
+        "--config", str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"),
+        f"--data.data_dir={data}", "--data.batch_size=8",
+        "--model.tagger.embedding_dim=16", "--model.tagger.hidden_size=16", "--model.tagger.char_channels=8",
+        "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={root / 'runs'}", f"--checkpoint.dirpath={root / 'checkpoints'}",
+    ]  # fmt: skip
+    cli_main(["fit", *args])
+    checkpoint = root / "checkpoints" / "best.ckpt"
+    assert checkpoint.is_file()
+    return data, checkpoint, args
+
+
+def test_intentless_data_trains_without_intent_head(intentless_accented_run):
+    from models.checkpoint import load_bundle
+    from training.cli import run_cli
+    from training.datamodule import SlotDataModule
+
+    data, checkpoint, args = intentless_accented_run
+    assert "; no intents (no intent head);" in SlotDataModule(str(data)).summary()
+    loaded = load_bundle(checkpoint)
+    assert loaded.intents == [] and not loaded.config.intent_head
+    cli = run_cli(["test", *args, f"--ckpt_path={checkpoint}"])
+    metrics = set(cli.trainer.callback_metrics)
+    assert "test/slot_f1" in metrics
+    assert not any("intent" in key or "sentence" in key for key in metrics)
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_intentless_accented_model_serves_offsets_into_the_text_as_sent(intentless_accented_run, form):
+    from tests.serving.serving_helpers import make_client
+
+    _, checkpoint, _ = intentless_accented_run
+    text = unicodedata.normalize(form, "¿Qué tiempo hará en Logroño el sábado? Zeig mir Züge nach Gießen!")
+    with make_client(checkpoint, model_process=False) as client:
+        response = client.post("/v1/tag", json={"text": text})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["intent"] is None and answer["intent_ranking"] == []
+    assert answer["text"] == text
+    words = answer["words"]
+    assert [w["text"] for w in words] == [w.text for w in tokenize(text)]
+    assert all(text[w["start"] : w["end"]] == w["text"] for w in words)
+    assert all(text[s["start"] : s["end"]] == s["value"] for s in answer["slots"])
+
+
+def test_conll_written_tag_first_is_read_tag_first(tmp_path: Path):
+    source = write(tmp_path / "mit.bio", "O\ta\nB-Cuisine\tthai\nO\tplace\nI-Location\tnearby\n\nO\tyes\n")
+    out = tmp_path / "out"
+    assert run_import("conll", source, "--valid", source, "--test", source, "--out", out) == 0
+    assert read_out(out, "train") == [
+        (["a", "thai", "place", "nearby"], ["O", "B-Cuisine", "O", "B-Location"], None),
+        (["yes"], ["O"], None),
+    ]
+    assert json.loads((out / "import.json").read_text())["tag_schemes"] == {
+        str(source): "iob1, tags in the first column"
+    }

@@ -1,6 +1,7 @@
 """CoNLL-style columns: one token a line, the first column the word and the last the tag (tabs or
 spaces between), a blank line after each sentence, `-DOCSTART-` lines ignored. Before a sentence,
-lines starting with `# ` are comments, and `# intent: NAME` gives the sentence's intent."""
+lines starting with `# ` are comments, and `# intent: NAME` gives the sentence's intent. A file whose
+first column holds only prefixed tags and whose last does not is read tag first."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from training.importers.common import (
 from training.importers.tags import find_scheme, to_bio
 
 _INTENT = re.compile(r"^#\s*intent\s*[:=]\s*(.*?)\s*$")
+_PREFIXED_TAG = re.compile(r"^(O|[BIESLUM]-\S+)$")
 
 
 class _Raw:
@@ -66,9 +68,25 @@ def _sentences(path: Path) -> list[_Raw]:
     return sentences
 
 
+def _tags_in_first_column(sentences: list[_Raw]) -> bool:
+    """True for files written tag first (`B-city<TAB>boston`, as some public corpora are): every first
+    column is a prefixed tag or `O` while the last columns are not all tags."""
+    firsts = [token for raw in sentences for token in raw.tokens]
+    lasts = [tag for raw in sentences for tag in raw.tags]
+    return (
+        bool(firsts)
+        and all(_PREFIXED_TAG.match(first) for first in firsts)
+        and not all(_PREFIXED_TAG.match(last) for last in lasts)
+    )
+
+
 def read_conll(path: Path, notes: Notes) -> list[Item]:
     """The sentences of one CoNLL file, converted to BIO and to the service's words."""
     sentences = _sentences(path)
+    tags_first = _tags_in_first_column(sentences)
+    if tags_first:
+        for raw in sentences:
+            raw.tokens, raw.tags = raw.tags, raw.tokens
     scheme = find_scheme(
         (f"{path}:{line}", tag) for raw in sentences for line, tag in zip(raw.lines, raw.tags) if raw.error is None
     )
@@ -91,5 +109,7 @@ def read_conll(path: Path, notes: Notes) -> list[Item]:
             items.append(sentence_from_tokens(where, raw.tokens, bio, intent, notes))
         except ItemError as error:
             items.append(Invalid(where, str(error)))
-    notes.tag_schemes[str(path)] = "iob1" if changed else scheme
+    notes.tag_schemes[str(path)] = ("iob1" if changed else scheme) + (
+        ", tags in the first column" if tags_first else ""
+    )
     return items
