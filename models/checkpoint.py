@@ -5,6 +5,10 @@ slot_tags, intents, state_dict, metrics,
 created_at}: strings, numbers, lists and tensors only, so `torch.load(path, weights_only=True)`
 reads it. Training embeds the bundle in each Lightning checkpoint under `BUNDLE_KEY`; `load_bundle`
 accepts either that checkpoint or a bundle saved on its own.
+
+Older format versions are migrated on reading (`MIGRATIONS`), so a checkpoint keeps serving the
+same answers after the code moves on; one built with an option the code no longer has is refused
+with the option's name.
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ import torch
 from models.tagger import RecurrentTagger, TaggerConfig, build_tagger
 from models.vocab import Vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUNDLE_KEY = "slotfill_bundle"
 REQUIRED_KEYS = ("format_version", "config", "vocabulary", "slot_tags", "intents", "state_dict")
+# Version 1 tagger options that no longer exist, each with the value that left it off. `lm_hidden`
+# only sized the language-model heads, which `lm_vocab_size` 0 left out.
+RETIRED_OPTIONS: dict[str, Any] = {
+    "self_attention_heads": 0,
+    "intent_words": False,
+    "intent_encoder": False,
+    "lm_vocab_size": 0,
+}
+RETIRED_VALUES: dict[str, Any] = {"intent_pooling": "attention"}
 
 
 class CheckpointError(Exception):
@@ -54,11 +67,8 @@ def make_bundle(
     intents: list[str],
     metrics: dict[str, float] | None = None,
     characters: Vocabulary | None = None,
-    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """The bundle of `model`, with `state_dict` instead of the model's own weights when given (e.g.
-    averaged weights)."""
-    weights = model.state_dict() if state_dict is None else state_dict
+    """The bundle of `model`: its config, label lists and weights, as plain data."""
     return {
         "characters": characters.to_list() if characters is not None else None,
         "format_version": FORMAT_VERSION,
@@ -66,7 +76,7 @@ def make_bundle(
         "vocabulary": vocabulary.to_list(),
         "slot_tags": list(slot_tags),
         "intents": list(intents),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in weights.items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -95,6 +105,22 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _from_version_1(config: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: the retired options go (refused when on), `intent_parts` becomes a flag (it
+    counted the single intents, which the intent list already gives)."""
+    used = [f"{name}={config[name]!r}" for name, off in RETIRED_OPTIONS.items() if config.get(name, off) != off]
+    used += [f"{name}={value!r}" for name, value in RETIRED_VALUES.items() if config.get(name) == value]
+    if used:
+        raise ValueError(f"built with {', '.join(used)}, an option this version no longer has; retrain it")
+    config = {key: value for key, value in config.items() if key not in (*RETIRED_OPTIONS, "lm_hidden")}
+    config["intent_parts"] = bool(config.get("intent_parts", 0))
+    return config
+
+
+# format version -> the function that turns that version's config into the next version's.
+MIGRATIONS = {1: _from_version_1}
+
+
 def read_bundle(path: str | Path) -> dict[str, Any]:
     """The bundle dict stored at `path` (a bundle file or a Lightning checkpoint holding one)."""
     path = Path(path)
@@ -111,11 +137,20 @@ def read_bundle(path: str | Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise CheckpointError(f"{path}: not a slotfill checkpoint; missing key(s): {', '.join(missing)}")
-    if data["format_version"] != FORMAT_VERSION:
+    version = data["format_version"]
+    if version != FORMAT_VERSION and version not in MIGRATIONS:
         raise CheckpointError(
-            f"{path}: checkpoint format version {data['format_version']!r}; this code reads version {FORMAT_VERSION}"
+            f"{path}: checkpoint format version {version!r}; this code reads versions "
+            f"{', '.join(map(str, [*MIGRATIONS, FORMAT_VERSION]))}"
         )
-    return data
+    config = dict(data["config"])
+    while version != FORMAT_VERSION:
+        try:
+            config = MIGRATIONS[version](config)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        version += 1
+    return {**data, "config": config, "format_version": version}
 
 
 def load_bundle(path: str | Path) -> LoadedTagger:

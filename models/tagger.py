@@ -47,84 +47,71 @@ def _output_size(layer: nn.Module) -> int:
 
 
 @dataclass(frozen=True)
-class TaggerConfig:
-    """Everything that fixes the tagger's architecture; stored in every checkpoint."""
+class TaggerOptions:
+    """The tagger's architecture as a configuration chooses it (`model.tagger.*` in the training YAML).
 
-    vocab_size: int
-    num_tags: int
-    num_intents: int
+    Args:
+        cell: the recurrent cell (`CELLS`): elman, irnn, lstm, gru, clockwork or scrn.
+        embedding_dim: width of the word embeddings.
+        hidden_size: width of each direction's recurrent state.
+        num_layers: stacked recurrent layers.
+        bidirectional: run a second, backward direction in every layer.
+        dropout: dropout on the encoder's inputs, between layers and on its outputs.
+        forget_bias: LSTM only: the forget gate's initial bias; a positive one starts the gate open
+            (Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015). None keeps torch's init.
+        intent_head: predict the intent too.
+        word_dropout: training only: each real word becomes `<unk>` with this probability, so the
+            `<unk>` embedding is trained for the unseen words of test time.
+        intent_pooling: how the intent head reads the sentence: `meanmax`, a linear layer on the
+            masked mean and max of the encoder states; `token`, every word predicts the intent and the
+            sentence takes the normalised geometric mean of the words' distributions (token-level
+            intent detection, Qin et al. 2019).
+        decoder: how tags are chosen (models/decoding.py), BIO-valid either way: `softmax`, per-word
+            cross-entropy and constrained Viterbi at decoding; `crf`, a linear-chain CRF trained on
+            the sentence's log-likelihood.
+        char_channels: width of the character features concatenated to each word's embedding, so
+            unseen words still get a representation (Ma & Hovy 2016). 0: off.
+        char_embedding_dim: width of the character embeddings.
+        char_kernel: the character CNN's kernel width (odd).
+        char_encoder: how a word's characters become its features: `cnn`, a convolution max-pooled
+            over the word; `lstm`, a BiLSTM whose last forward and first backward states are
+            concatenated (Lample et al. 2016), `char_channels` wide in all.
+        intent_to_slots: each word's tag scores also see the predicted intent distribution.
+        intent_parts: score a multi-intent label (`atis_flight#atis_airfare`) as the sum of its single
+            intents' scores plus its own bias, so a rare combination shares what its parts learn from
+            thousands of sentences. The labels stay the classes of one softmax.
+    """
+
     cell: str = "lstm"
     embedding_dim: int = 100
     hidden_size: int = 200
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3
-    # LSTM only: initial forget-gate bias (None keeps torch's default init). Gers, Schmidhuber &
-    # Cummins (2000) / Jozefowicz et al. (2015): a positive bias starts the gate open.
     forget_bias: float | None = 1.0
     intent_head: bool = True
-    # Training only: each real word is replaced by `<unk>` with this probability, so the `<unk>`
-    # embedding is trained and unseen words at test time get a useful representation.
     word_dropout: float = 0.0
-    # How the intent head reads the sentence: `meanmax` — a linear layer on the masked mean and max
-    # of the encoder states; `attention` — on an attention-weighted sum of the states (Liu & Lane
-    # 2016) and their max; `token` — every word predicts the intent and the sentence's distribution is
-    # the normalised geometric mean of the words' (token-level intent detection, Qin et al. 2019).
-    intent_pooling: Literal["meanmax", "attention", "token"] = "meanmax"
-    # How tags are chosen (see models/decoding.py); both always give BIO-valid sequences.
-    # `softmax`: per-word cross-entropy (the lecture's loss), constrained Viterbi at decoding;
-    # `crf`: a linear-chain CRF trained on the sentence's log-likelihood.
+    intent_pooling: Literal["meanmax", "token"] = "meanmax"
     decoder: Literal["softmax", "crf"] = "softmax"
-    # Character features: a CNN over each word's characters, max-pooled, concatenated to its word
-    # embedding (Ma & Hovy 2016), so unseen words still get a representation. Off when 0 channels.
-    # `char_encoder` picks how a word's characters become its features: `cnn` (above) or `lstm`, a
-    # BiLSTM over the characters whose last forward and first backward states are concatenated
-    # (Lample et al. 2016), `char_channels` wide in all (half each direction).
-    char_vocab_size: int = 0
     char_channels: int = 0
     char_embedding_dim: int = 30
     char_kernel: int = 3
     char_encoder: Literal["cnn", "lstm"] = "cnn"
-    # Slot-intent interaction: each word's tag scores also see the predicted intent distribution.
     intent_to_slots: bool = False
-    # Multi-intent labels scored by their parts: with n > 0 the head scores the n single intents
-    # (`atis_flight`, `atis_airfare`, ...) and a label's score is the sum of its parts' scores plus its
-    # own bias, so `atis_flight#atis_airfare` (19 ATIS training sentences) shares what its parts learn
-    # from thousands. Labels stay the classes of one softmax. 0: every label has its own weights.
-    intent_parts: int = 0
-    # Self-attention over the encoder's states (the encoder of Qin et al. 2019's Stack-Propagation:
-    # BiLSTM + self-attention), its output concatenated to each word's state, so a word's tag also
-    # sees words far away in the sentence. Pads are masked out as keys. 0 heads: off.
-    self_attention_heads: int = 0
-    # The intent head also reads each word's input features (embedding + characters) beside its
-    # encoder state, pooled the same way: a direct path from keywords ("meal", "fare", "airport") to
-    # the intent, as a bag-of-words classifier has, for intents with a few dozen training sentences.
-    intent_words: bool = False
-    # The intent head reads a recurrent encoder of its own (same shape, same inputs) instead of the
-    # tagger's: the bi-model of Wang et al. (2018), so the intent is not learnt from states shaped
-    # mostly by the slot loss. About doubles the encoder's cost.
-    intent_encoder: bool = False
-    # Training only: language modelling as an auxiliary task (Rei 2017). The first layer's forward
-    # states predict each next word, its backward states each previous word (the sentence's edges
-    # predict a boundary), so the encoder also learns what words are likely where — context that
-    # helps with the unseen names slots hold. Targets are the `lm_vocab_size` most frequent ids
-    # (rarer words share `<unk>`); each direction reads its states through a `lm_hidden`-wide tanh
-    # layer first, which keeps the output layer small. 0: off (no extra weights).
-    lm_vocab_size: int = 0
-    lm_hidden: int = 50
+    intent_parts: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; valid cells: {', '.join(sorted(CELLS))}")
-        for name in ("vocab_size", "num_tags", "embedding_dim", "hidden_size", "num_layers"):
+        for name in ("embedding_dim", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.intent_pooling not in ("meanmax", "attention", "token"):
-            raise ValueError(f"unknown intent_pooling {self.intent_pooling!r}; valid: meanmax, attention, token")
+        if self.intent_pooling not in ("meanmax", "token"):
+            raise ValueError(f"unknown intent_pooling {self.intent_pooling!r}; valid: meanmax, token")
         if self.decoder not in ("softmax", "crf"):
             raise ValueError(f"unknown decoder {self.decoder!r}; valid: softmax, crf")
-        if self.char_channels < 0 or (self.char_channels > 0 and self.char_vocab_size < 3):
-            raise ValueError("character features need char_channels >= 1 and a character vocabulary")
+        if self.char_channels < 0:
+            raise ValueError(f"char_channels must be >= 0, got {self.char_channels}")
         if self.char_kernel < 1 or self.char_kernel % 2 == 0:
             raise ValueError(f"char_kernel must be odd and >= 1, got {self.char_kernel}")
         if self.char_encoder not in ("cnn", "lstm"):
@@ -133,21 +120,47 @@ class TaggerConfig:
             raise ValueError(f"char_encoder lstm needs an even char_channels, got {self.char_channels}")
         if self.intent_to_slots and not self.intent_head:
             raise ValueError("intent_to_slots needs the intent head")
-        if self.intent_encoder and not self.intent_head:
-            raise ValueError("intent_encoder needs the intent head")
-        if self.self_attention_heads < 0:
-            raise ValueError(f"self_attention_heads must be >= 0, got {self.self_attention_heads}")
-        if self.intent_parts < 0:
-            raise ValueError(f"intent_parts must be >= 0, got {self.intent_parts}")
-        if self.intent_head and self.num_intents < 1:
-            raise ValueError("num_intents must be >= 1 when the intent head is on")
-        if self.lm_vocab_size and not 3 <= self.lm_vocab_size <= self.vocab_size:
-            raise ValueError(f"lm_vocab_size must be 0 or in [3, vocab_size], got {self.lm_vocab_size}")
-        if self.lm_vocab_size and self.lm_hidden < 1:
-            raise ValueError(f"lm_hidden must be >= 1, got {self.lm_hidden}")
         for name in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaggerConfig(TaggerOptions):
+    """The options plus the sizes the training data fixes: everything that rebuilds the tagger,
+    stored in every checkpoint. `char_vocab_size` counts the character list (0 without one)."""
+
+    vocab_size: int
+    num_tags: int
+    num_intents: int
+    char_vocab_size: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("vocab_size", "num_tags"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.char_channels > 0 and self.char_vocab_size < 3:
+            raise ValueError("character features need a character vocabulary (char_vocab_size >= 3)")
+        if self.intent_head and self.num_intents < 1:
+            raise ValueError("num_intents must be >= 1 when the intent head is on")
+
+    @classmethod
+    def sized(
+        cls, options: TaggerOptions, vocab_size: int, num_tags: int, num_intents: int, char_vocab_size: int = 0
+    ) -> TaggerConfig:
+        """`options` with the sizes that come from the data."""
+        return cls(
+            **asdict(options),
+            vocab_size=vocab_size,
+            num_tags=num_tags,
+            num_intents=num_intents,
+            char_vocab_size=char_vocab_size,
+        )
+
+    def options(self) -> TaggerOptions:
+        """The architecture choices alone, without the data's sizes."""
+        return TaggerOptions(**{f.name: getattr(self, f.name) for f in fields(TaggerOptions)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,9 +177,6 @@ class TaggerConfig:
 class TaggerOutput(NamedTuple):
     tag_logits: torch.Tensor  # (B, T, num_tags): per-word scores (CRF emissions with `crf`)
     intent_logits: torch.Tensor | None  # (B, num_intents)
-    # Only when asked for (`with_lm`): (B, T, lm_vocab_size) next-word scores from the forward
-    # states, and previous-word scores from the backward states (None when unidirectional).
-    lm_logits: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 class CharacterCNN(nn.Module):
@@ -288,36 +298,18 @@ class RecurrentEncoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, E) inputs and (B,) lengths -> (B, T, H * directions) states (pads: undefined)."""
-        return self.run(inputs, lengths)[0]
-
-    def run(
-        self, inputs: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
-        """The top layer's states, as `forward` gives them, and the first layer's forward and
-        backward states apart: (B, T, H) each, the backward None when unidirectional. Above the first
-        layer every state has seen the whole sentence; in the first, a forward state has seen only
-        the words up to its own and a backward state only those from its own on."""
         reverse = reversal_index(lengths, inputs.size(1)) if len(self.backward_layers) else None
         states = inputs
-        first: tuple[torch.Tensor, torch.Tensor | None] | None = None
         for layer, forward_cell in enumerate(self.forward_layers):
             if layer > 0:
                 states = self.between_layers(states)
             forward_states, _ = forward_cell(states)
-            backward_states = None
-            if reverse is not None:
+            if reverse is None:
+                states = forward_states
+            else:
                 backward_states = _gather_time(self.backward_layers[layer](_gather_time(states, reverse))[0], reverse)
-            if layer == 0:
-                first = (forward_states, backward_states)
-            states = forward_states if backward_states is None else torch.cat([forward_states, backward_states], dim=-1)
-        assert first is not None  # num_layers >= 1
-        return states, first
-
-
-def _language_model_head(states_size: int, config: TaggerConfig) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(states_size, config.lm_hidden), nn.Tanh(), nn.Linear(config.lm_hidden, config.lm_vocab_size)
-    )
+                states = torch.cat([forward_states, backward_states], dim=-1)
+        return states
 
 
 def intent_part_names(intents: list[str]) -> list[str]:
@@ -336,7 +328,7 @@ def intent_membership(intents: list[str]) -> torch.Tensor:
 
 
 class RecurrentTagger(nn.Module):
-    """Embedding (+ character CNN) -> `RecurrentEncoder` -> slot scores per word; intent logits from
+    """Embedding (+ character features) -> `RecurrentEncoder` -> slot scores per word; intent logits from
     pooled states. `decode` turns scores into BIO-valid tags.
 
     `slot_tags` gives the BIO constraints; without it (architecture-only uses such as benchmarks)
@@ -359,42 +351,25 @@ class RecurrentTagger(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = RecurrentEncoder(config)
         states_size = self.encoder.output_size
-        self.self_attention = None
-        if config.self_attention_heads > 0:
-            if states_size % config.self_attention_heads:
-                raise ValueError(
-                    f"self_attention_heads ({config.self_attention_heads}) must divide the encoder's "
-                    f"output size ({states_size})"
-                )
-            self.self_attention = nn.MultiheadAttention(states_size, config.self_attention_heads, batch_first=True)
-            states_size *= 2
         tag_input_size = states_size + (config.num_intents if config.intent_to_slots else 0)
         self.tag_head = nn.Linear(tag_input_size, config.num_tags)
         self.intent_head = None
         self.intent_bias = None
-        self.intent_encoder = RecurrentEncoder(config) if config.intent_encoder else None
-        intent_states_size = self.intent_encoder.output_size if self.intent_encoder is not None else states_size
-        intent_features_size = intent_states_size + (self.encoder.input_size if config.intent_words else 0)
-        if config.intent_head:
-            pooled_size = intent_features_size if config.intent_pooling == "token" else 2 * intent_features_size
-            self.intent_head = nn.Linear(pooled_size, config.intent_parts or config.num_intents)
         membership = torch.zeros(0)
-        if config.intent_head and config.intent_parts:
-            if intents is None or len(intents) != config.num_intents:
-                raise ValueError("scoring intents by parts needs the model's intent list")
-            membership = intent_membership(intents)
-            if membership.size(1) != config.intent_parts:
-                raise ValueError(f"the intents have {membership.size(1)} parts; the config says {config.intent_parts}")
-            self.intent_bias = nn.Parameter(torch.zeros(config.num_intents))
+        if config.intent_head:
+            scored = config.num_intents  # with intent parts: the single intents the labels are made of
+            if config.intent_parts:
+                if intents is None or len(intents) != config.num_intents:
+                    raise ValueError("scoring intents by parts needs the model's intent list")
+                membership = intent_membership(intents)
+                scored = membership.size(1)
+            pooled_size = states_size if config.intent_pooling == "token" else 2 * states_size
+            self.intent_head = nn.Linear(pooled_size, scored)
+            if config.intent_parts:
+                self.intent_bias = nn.Parameter(torch.zeros(config.num_intents))
         # Rebuilt from the intent list, not saved (like the BIO constraints below).
         self.register_buffer("intent_membership", membership, persistent=False)
-        self.intent_attention = nn.Linear(intent_features_size, 1) if config.intent_pooling == "attention" else None
         self.crf = LinearChainCRF(config.num_tags) if config.decoder == "crf" else None
-        self.next_word = self.previous_word = None
-        if config.lm_vocab_size:
-            first_size = _output_size(self.encoder.forward_layers[0])
-            self.next_word = _language_model_head(first_size, config)
-            self.previous_word = _language_model_head(first_size, config) if config.bidirectional else None
         if slot_tags is not None and len(slot_tags) != config.num_tags:
             raise ValueError(f"{len(slot_tags)} slot tags for a model with {config.num_tags}")
         allowed_start, allowed = bio_constraints(slot_tags) if slot_tags is not None else (None, None)
@@ -406,15 +381,10 @@ class RecurrentTagger(nn.Module):
         self.register_buffer("allowed_transitions", allowed, persistent=False)
 
     def forward(
-        self,
-        token_ids: torch.Tensor,
-        mask: torch.Tensor,
-        char_ids: torch.Tensor | None = None,
-        with_lm: bool = False,
+        self, token_ids: torch.Tensor, mask: torch.Tensor, char_ids: torch.Tensor | None = None
     ) -> TaggerOutput:
         """(B, T) token ids, (B, T) bool mask of real words (right-padded), and with character
-        features (B, T, C) character ids -> scores; `with_lm` adds the language-model scores (the
-        config must have `lm_vocab_size`)."""
+        features (B, T, C) character ids -> scores."""
         lengths = mask.sum(dim=1)
         if self.training and self.config.word_dropout > 0:
             dropped = torch.rand(token_ids.shape, device=token_ids.device) < self.config.word_dropout
@@ -424,32 +394,12 @@ class RecurrentTagger(nn.Module):
             if char_ids is None:
                 raise ValueError("this model reads characters: pass char_ids")
             embedded = torch.cat([embedded, self.characters(char_ids)], dim=-1)
-        inputs = self.dropout(embedded)
-        states, first_layer = self.encoder.run(inputs, lengths)  # (B, T, H')
-        lm_logits = None
-        if with_lm:
-            if self.next_word is None:
-                raise ValueError("this model has no language-model heads (lm_vocab_size is 0)")
-            forward_states, backward_states = first_layer
-            lm_logits = (
-                self.next_word(self.dropout(forward_states)),
-                None if self.previous_word is None else self.previous_word(self.dropout(backward_states)),
-            )
-        if self.self_attention is not None:
-            attended, _ = self.self_attention(states, states, states, key_padding_mask=~mask, need_weights=False)
-            states = torch.cat([states, attended], dim=-1)  # (B, T, 2H')
-        states = self.dropout(states)
-        intent_logits = None
-        if self.intent_head is not None:
-            intent_states = states
-            if self.intent_encoder is not None:
-                intent_states = self.dropout(self.intent_encoder(inputs, lengths))
-            intent_features = torch.cat([intent_states, inputs], dim=-1) if self.config.intent_words else intent_states
-            intent_logits = self.intent_logits(intent_features, mask)
+        states = self.dropout(self.encoder(self.dropout(embedded), lengths))  # (B, T, H')
+        intent_logits = self.intent_logits(states, mask) if self.intent_head is not None else None
         if self.config.intent_to_slots:
             intent_probs = torch.softmax(intent_logits, dim=-1).unsqueeze(1).expand(-1, states.size(1), -1)
             states = torch.cat([states, intent_probs], dim=-1)
-        return TaggerOutput(self.tag_head(states), intent_logits, lm_logits)
+        return TaggerOutput(self.tag_head(states), intent_logits)
 
     def slot_loss(self, tag_logits: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-sentence slot loss averaged over the batch: the summed per-word cross-entropy
@@ -503,11 +453,7 @@ class RecurrentTagger(nn.Module):
             return (word_log_probs * real).sum(dim=1) / lengths
         maximum = states.masked_fill(~real, float("-inf")).amax(dim=1)
         maximum = torch.where(torch.isfinite(maximum), maximum, torch.zeros_like(maximum))
-        if self.intent_attention is not None:
-            scores = self.intent_attention(torch.tanh(states)).masked_fill(~real, float("-inf"))  # (B, T, 1)
-            summary = (torch.softmax(scores, dim=1).nan_to_num(0.0) * states).sum(dim=1)
-        else:
-            summary = (states * real).sum(dim=1) / lengths
+        summary = (states * real).sum(dim=1) / lengths
         return self._intent_scores(torch.cat([summary, maximum], dim=-1))
 
     def _intent_scores(self, features: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from models.tagger import TaggerOptions
 from training.datamodule import SlotDataModule
 from training.module import SlotTaggerModule
 
@@ -45,7 +46,7 @@ def main() -> None:
         data.slot_tags,
         data.intents,
         characters=data.characters.to_list(),
-        char_channels=args.char_channels,
+        tagger=TaggerOptions(char_channels=args.char_channels),
     )
     parameters = list(module.parameters())
     for parameter in parameters:

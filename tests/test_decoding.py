@@ -222,11 +222,11 @@ def test_crf_with_characters_trains_through_the_cli_and_serves_valid_tags(tmp_pa
         [
             "fit",
             *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=3"),
-            "--model.decoder=crf",
-            "--model.char_channels=6",
-            "--model.char_embedding_dim=4",
-            f"--model.char_encoder={char_encoder}",
-            "--model.intent_to_slots=true",
+            "--model.tagger.decoder=crf",
+            "--model.tagger.char_channels=6",
+            "--model.tagger.char_embedding_dim=4",
+            f"--model.tagger.char_encoder={char_encoder}",
+            "--model.tagger.intent_to_slots=true",
         ]
     )
     assert cli.trainer.callback_metrics["val/slot_f1"] >= 0

@@ -43,7 +43,7 @@ def test_ddp_test_and_predict_write_what_one_process_writes(tiny_checkpoint: Pat
     common = [
         "--config", str(REPO / "configs" / "atis-lstm.yaml"),
         f"--data.data_dir={data_dir}", "--data.batch_size=16", "--data.eval_batch_size=4",
-        "--model.embedding_dim=16", "--model.hidden_size=16",
+        "--model.tagger.embedding_dim=16", "--model.tagger.hidden_size=16",
         "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
         f"--ckpt_path={tiny_checkpoint}",
     ]  # fmt: skip

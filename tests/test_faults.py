@@ -82,8 +82,8 @@ def test_ddp_validation_covers_the_whole_validation_set(tmp_path: Path, tiny_che
     for devices, strategy in ((1, "auto"), (2, "ddp")):
         args = tiny_args(tmp_path, data_dir, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
                          "--trainer.accelerator=cpu", "--data.eval_batch_size=4",
-                         f"--trainer.logger.init_args.version=d{devices}", "--model.embedding_dim=16",
-                         "--model.hidden_size=16", f"--ckpt_path={tiny_checkpoint}")  # fmt: skip
+                         f"--trainer.logger.init_args.version=d{devices}", "--model.tagger.embedding_dim=16",
+                         "--model.tagger.hidden_size=16", f"--ckpt_path={tiny_checkpoint}")  # fmt: skip
         result = subprocess.run([sys.executable, "-m", "training", "validate", *args], cwd=REPO,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]

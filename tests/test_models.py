@@ -7,7 +7,15 @@ import torch
 
 from models.checkpoint import CheckpointError, load_bundle, make_bundle, save_bundle
 from models.loss import IGNORE_INDEX, slot_loss
-from models.tagger import CELLS, TaggerConfig, build_tagger, intent_membership, intent_part_names, reversal_index
+from models.tagger import (
+    CELLS,
+    RecurrentTagger,
+    TaggerConfig,
+    build_tagger,
+    intent_membership,
+    intent_part_names,
+    reversal_index,
+)
 from models.vocab import Vocabulary
 
 
@@ -98,10 +106,9 @@ def test_vocabulary_normalises_and_maps_unknowns() -> None:
     assert "denver" not in Vocabulary.build([["boston", "denver"], ["boston"]], min_freq=2)
 
 
-@pytest.mark.parametrize("intent_encoder", [False, True])
-def test_bundle_round_trip_gives_identical_logits(tmp_path, intent_encoder: bool) -> None:
+def test_bundle_round_trip_gives_identical_logits(tmp_path) -> None:
     torch.manual_seed(0)
-    model = build_tagger(make_config(cell="gru", intent_encoder=intent_encoder)).eval()
+    model = build_tagger(make_config(cell="gru")).eval()
     vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
     tags = ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"]
     path = tmp_path / "model.pt"
@@ -159,57 +166,13 @@ def test_overfits_one_batch() -> None:
     assert torch.equal(predicted[mask], tags[mask])
 
 
-@pytest.mark.parametrize("pooling", ["meanmax", "attention", "token"])
-@pytest.mark.parametrize("option", ["none", "intent_words", "intent_encoder"])
-def test_intent_pooling_ignores_padding(pooling: str, option: str) -> None:
+@pytest.mark.parametrize("pooling", ["meanmax", "token"])
+def test_intent_pooling_ignores_padding(pooling: str) -> None:
     torch.manual_seed(0)
-    options = {} if option == "none" else {option: True}
-    model = build_tagger(make_config(intent_pooling=pooling, **options)).eval()
+    model = build_tagger(make_config(intent_pooling=pooling)).eval()
     alone = model(*padded_batch([[5, 6, 7]])).intent_logits[0]
     batched = model(*padded_batch([[3, 4, 5, 6, 7, 8], [5, 6, 7]])).intent_logits[1]
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
-
-
-def test_intent_words_read_the_pooled_word_embeddings() -> None:
-    """With the encoder's share of the intent head zeroed, the intent logits are a linear function of
-    the mean and max of the sentence's word embeddings: the words' own path to the intent."""
-    torch.manual_seed(0)
-    model = build_tagger(make_config(intent_words=True)).eval()
-    states_size, input_size = model.encoder.output_size, model.encoder.input_size
-    assert model.intent_head.in_features == 2 * (states_size + input_size)
-    with torch.no_grad():
-        weight = model.intent_head.weight.view(-1, 2, states_size + input_size)
-        weight[:, :, :states_size] = 0.0
-    token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
-    logits = model(token_ids, mask).intent_logits
-    for row, length in enumerate(mask.sum(1).tolist()):
-        embedded = model.embedding(token_ids[row, :length])
-        pooled = torch.cat([torch.zeros(states_size), embedded.mean(0), torch.zeros(states_size), embedded.amax(0)])
-        torch.testing.assert_close(logits[row], model.intent_head(pooled), rtol=1e-5, atol=1e-6)
-
-
-def test_intent_encoder_is_the_intent_heads_own() -> None:
-    """Changing the tagger's encoder leaves the intent alone, and changing the intent encoder leaves
-    the tags alone (no intent_to_slots): the two tasks read separate recurrent states."""
-    torch.manual_seed(0)
-    model = build_tagger(make_config(intent_encoder=True)).eval()
-    batch = padded_batch([[3, 4, 5], [6, 7]])
-    for encoder, unchanged, changed in [
-        (model.encoder, "intent_logits", "tag_logits"),
-        (model.intent_encoder, "tag_logits", "intent_logits"),
-    ]:
-        before = model(*batch)
-        with torch.no_grad():
-            for parameter in encoder.parameters():
-                parameter.add_(0.5)
-        after = model(*batch)
-        torch.testing.assert_close(getattr(after, unchanged), getattr(before, unchanged))
-        assert not torch.allclose(getattr(after, changed), getattr(before, changed))
-
-
-def test_intent_encoder_needs_the_intent_head() -> None:
-    with pytest.raises(ValueError, match="intent_encoder needs the intent head"):
-        make_config(intent_encoder=True, intent_head=False)
 
 
 def test_word_dropout_only_in_training() -> None:
@@ -235,7 +198,7 @@ def test_intent_membership_lists_each_labels_parts() -> None:
 @pytest.mark.parametrize("pooling", ["meanmax", "token"])
 def test_intent_parts_score_a_combination_as_its_parts_sum(pooling: str) -> None:
     torch.manual_seed(0)
-    model = build_tagger(make_config(intent_parts=3, intent_pooling=pooling), intents=INTENTS).eval()
+    model = build_tagger(make_config(intent_parts=True, intent_pooling=pooling), intents=INTENTS).eval()
     with torch.no_grad():
         model.intent_bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.4]))
     token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
@@ -253,11 +216,10 @@ def test_intent_parts_score_a_combination_as_its_parts_sum(pooling: str) -> None
 
 
 def test_intent_parts_need_the_intent_list_and_survive_a_round_trip(tmp_path) -> None:
-    config = make_config(intent_parts=3)
+    config = make_config(intent_parts=True)
     with pytest.raises(ValueError, match="intent list"):
         build_tagger(config)
-    with pytest.raises(ValueError, match="2 parts"):
-        build_tagger(config, intents=["a", "b", "a#b", "b#a"])
+    assert build_tagger(config, intents=["a", "b", "a#b", "b#a"]).intent_head.out_features == 2
     torch.manual_seed(0)
     model = build_tagger(config, intents=INTENTS).eval()
     vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
@@ -267,89 +229,83 @@ def test_intent_parts_need_the_intent_list_and_survive_a_round_trip(tmp_path) ->
     assert torch.equal(model(token_ids, mask).intent_logits, loaded.model(token_ids, mask).intent_logits)
 
 
-@pytest.mark.parametrize("decoder", ["softmax", "crf"])
-def test_self_attention_ignores_padding_and_survives_a_round_trip(tmp_path, decoder: str) -> None:
-    """Pads are masked out as attention keys, so a sentence scores the same alone and in a batch."""
+CHARACTERS = ["<pad>", "<unk>", *"abcdefgh"]
+# A tagger config as bundle format 1 wrote it: every option of that version, `intent_parts` counting
+# the single intents (INTENTS has 3).
+VERSION_1_CONFIG = {
+    "vocab_size": 30, "num_tags": 7, "num_intents": 4, "cell": "lstm", "embedding_dim": 8, "hidden_size": 6,
+    "num_layers": 1, "bidirectional": True, "dropout": 0.0, "forget_bias": 1.0, "intent_head": True,
+    "word_dropout": 0.1, "intent_pooling": "meanmax", "decoder": "crf", "char_vocab_size": len(CHARACTERS),
+    "char_channels": 4, "char_embedding_dim": 5, "char_kernel": 3, "char_encoder": "lstm", "intent_to_slots": True,
+    "intent_parts": 3, "self_attention_heads": 0, "intent_words": False, "intent_encoder": False,
+    "lm_vocab_size": 0, "lm_hidden": 50,
+}  # fmt: skip
+# The same tagger as this version configures it.
+CURRENT_CONFIG = TaggerConfig(
+    vocab_size=30, num_tags=7, num_intents=4, cell="lstm", embedding_dim=8, hidden_size=6, dropout=0.0,
+    word_dropout=0.1, decoder="crf", char_vocab_size=len(CHARACTERS), char_channels=4, char_embedding_dim=5,
+    char_encoder="lstm", intent_to_slots=True, intent_parts=True,
+)  # fmt: skip
+
+
+def version_1_checkpoint(path, config: dict) -> RecurrentTagger:
+    """Write a Lightning-style checkpoint holding a format-1 bundle of a fresh tagger; return the tagger."""
     torch.manual_seed(0)
-    model = build_tagger(make_config(self_attention_heads=3, decoder=decoder)).eval()  # states: 2 x 6
-    assert model.tag_head.in_features == 2 * 12
-    short = [5, 6, 7]
-    alone = model(*padded_batch([short]))
-    batched = model(*padded_batch([[3, 4, 5, 6, 7, 8, 9, 10], short]))
-    torch.testing.assert_close(batched.tag_logits[1, :3], alone.tag_logits[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(batched.intent_logits[1], alone.intent_logits[0], rtol=1e-5, atol=1e-6)
-    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
-    save_bundle(make_bundle(model, vocabulary, list("OABCDEF"), INTENTS), tmp_path / "attention.pt")
-    loaded = load_bundle(tmp_path / "attention.pt").model
+    model = build_tagger(CURRENT_CONFIG, list("OABCDEF"), INTENTS).eval()
+    bundle = {
+        "format_version": 1,
+        "config": config,
+        "vocabulary": ["<pad>", "<unk>", *[f"w{i}" for i in range(28)]],
+        "characters": CHARACTERS,
+        "slot_tags": list("OABCDEF"),
+        "intents": INTENTS,
+        "state_dict": model.state_dict(),
+        "metrics": {"val/slot_f1": 0.5},
+        "created_at": "2026-12-01T00:00:00+00:00",
+    }
+    torch.save({"state_dict": {}, "slotfill_bundle": bundle}, path)
+    return model
+
+
+def test_format_1_checkpoint_loads_and_scores_as_before(tmp_path) -> None:
+    path = tmp_path / "old.ckpt"
+    model = version_1_checkpoint(path, VERSION_1_CONFIG)
+    loaded = load_bundle(path)
+    assert loaded.config == CURRENT_CONFIG and loaded.characters is not None
     token_ids, mask = padded_batch([[3, 4, 5], [6, 7]])
-    assert torch.equal(model(token_ids, mask).tag_logits, loaded(token_ids, mask).tag_logits)
+    char_ids = torch.randint(2, len(CHARACTERS), (2, 3, 4)).masked_fill(~mask.unsqueeze(-1), 0)
+    before, after = model(token_ids, mask, char_ids), loaded.model(token_ids, mask, char_ids)
+    assert torch.equal(before.tag_logits, after.tag_logits)
+    assert torch.equal(before.intent_logits, after.intent_logits)
+    assert torch.equal(model.decode(before.tag_logits, mask)[0], loaded.model.decode(after.tag_logits, mask)[0])
+    # An older format-1 bundle, written before the last options existed, loads too.
+    older = {key: value for key, value in VERSION_1_CONFIG.items() if key not in ("lm_vocab_size", "lm_hidden")}
+    version_1_checkpoint(tmp_path / "older.ckpt", older)
+    assert load_bundle(tmp_path / "older.ckpt").config == CURRENT_CONFIG
 
 
-def test_self_attention_heads_must_divide_the_state_size() -> None:
-    with pytest.raises(ValueError, match="must divide the encoder's output size"):
-        build_tagger(make_config(self_attention_heads=5))  # 12-wide states
-    with pytest.raises(ValueError, match="self_attention_heads must be >= 0"):
-        make_config(self_attention_heads=-1)
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("self_attention_heads", 2),
+        ("intent_words", True),
+        ("intent_encoder", True),
+        ("lm_vocab_size", 10),
+        ("intent_pooling", "attention"),
+    ],
+)
+def test_format_1_checkpoint_with_a_retired_option_is_refused_by_name(tmp_path, option: str, value) -> None:
+    path = tmp_path / "old.ckpt"
+    version_1_checkpoint(path, {**VERSION_1_CONFIG, option: value})
+    with pytest.raises(CheckpointError, match=f"{option}={value!r}") as error:
+        load_bundle(path)
+    assert str(path) in str(error.value) and "no longer has" in str(error.value)
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_language_model_heads_never_see_their_targets(num_layers: int) -> None:
-    """A forward state's next-word scores must not depend on the next word (or any later one), and
-    a backward state's previous-word scores not on any earlier word: else the task is copying."""
-    torch.manual_seed(0)
-    model = build_tagger(make_config(lm_vocab_size=12, num_layers=num_layers)).eval()
-    token_ids, mask = padded_batch([[3, 4, 5, 6, 7]])
-    changed = token_ids.clone()
-    changed[0, 3] = 9  # the fourth word
-    before, after = model(token_ids, mask, with_lm=True).lm_logits, model(changed, mask, with_lm=True).lm_logits
-    next_before, previous_before = before
-    next_after, previous_after = after
-    torch.testing.assert_close(next_after[0, :3], next_before[0, :3])  # words 1-3 predict up to word 4
-    assert not torch.allclose(next_after[0, 3], next_before[0, 3])
-    torch.testing.assert_close(previous_after[0, 4:], previous_before[0, 4:])  # word 5 predicts word 4
-    assert not torch.allclose(previous_after[0, 3], previous_before[0, 3])
-    # Tagging itself is untouched by the heads, and they are only computed when asked for.
-    assert model(token_ids, mask).lm_logits is None
-    torch.testing.assert_close(model(token_ids, mask).tag_logits, model(token_ids, mask, with_lm=True).tag_logits)
-
-
-def test_language_model_loss_targets_shifted_words_with_boundaries() -> None:
-    from models.loss import language_model_loss
-
-    vocab = 6
-    token_ids, mask = padded_batch([[2, 5, 8], [3, 4]])  # 8 is beyond the 6 scored ids: `<unk>` (1)
-    next_logits = torch.randn(2, 3, vocab)
-    previous_logits = torch.randn(2, 3, vocab)
-
-    def cross_entropy(logits: torch.Tensor, target: int) -> torch.Tensor:
-        return -torch.log_softmax(logits, dim=-1)[target]
-
-    # sentence 1: forward 2->5, 5->unk, 8->boundary; backward boundary<-2, 2<-5, 5<-8
-    first = sum(cross_entropy(next_logits[0, t], y) for t, y in enumerate([5, 1, 0]))
-    first += sum(cross_entropy(previous_logits[0, t], y) for t, y in enumerate([0, 2, 5]))
-    second = sum(cross_entropy(next_logits[1, t], y) for t, y in enumerate([4, 0]))
-    second += sum(cross_entropy(previous_logits[1, t], y) for t, y in enumerate([0, 3]))
-    expected = (first + second) / 2
-    got = language_model_loss(next_logits, previous_logits, token_ids, mask)
-    torch.testing.assert_close(got, expected)
-    forward_only = language_model_loss(next_logits, None, token_ids, mask)
-    assert float(forward_only) < float(got)
-
-
-def test_language_model_config_is_checked_and_survives_a_round_trip(tmp_path) -> None:
-    with pytest.raises(ValueError, match="lm_vocab_size"):
-        make_config(lm_vocab_size=31)  # more than the 30-word vocabulary
-    with pytest.raises(ValueError, match="no language-model heads"):
-        build_tagger(make_config())(*padded_batch([[3, 4]]), with_lm=True)
-    unidirectional = build_tagger(make_config(lm_vocab_size=10, bidirectional=False))
-    forward_scores, backward_scores = unidirectional(*padded_batch([[3, 4]]), with_lm=True).lm_logits
-    assert forward_scores.shape == (1, 2, 10) and backward_scores is None
-    torch.manual_seed(0)
-    model = build_tagger(make_config(lm_vocab_size=10)).eval()
-    vocabulary = Vocabulary(["<pad>", "<unk>", *[f"w{i}" for i in range(28)]])
-    path = tmp_path / "model.pt"
-    save_bundle(make_bundle(model, vocabulary, ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"], list("abcd"), {}), path)
-    loaded = load_bundle(path).model
-    batch = padded_batch([[3, 4, 5]])
-    torch.testing.assert_close(loaded(*batch, with_lm=True).lm_logits[0], model(*batch, with_lm=True).lm_logits[0])
-    assert torch.equal(loaded(*batch).tag_logits, model(*batch).tag_logits)
+def test_a_format_2_bundle_with_a_retired_option_is_refused(tmp_path) -> None:
+    vocabulary = Vocabulary(["<pad>", "<unk>", *map(str, range(28))])
+    bundle = make_bundle(build_tagger(make_config()), vocabulary, list("OABCDEF"), list("wxyz"))
+    bundle["config"]["intent_encoder"] = True
+    save_bundle(bundle, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="unknown tagger config keys: intent_encoder"):
+        load_bundle(tmp_path / "odd.pt")

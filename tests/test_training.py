@@ -12,6 +12,7 @@ import yaml
 from seqeval.metrics import f1_score
 
 from models.checkpoint import load_bundle
+from models.tagger import TaggerOptions
 from models.vocab import encode_characters, pad_characters
 from training.cli import main, run_cli
 from training.module import SlotTaggerModule
@@ -29,6 +30,8 @@ def test_every_config_parses_and_clips(config: Path, capsys) -> None:
     assert printed["trainer"]["gradient_clip_val"] > 0
     assert printed["trainer"]["gradient_clip_algorithm"] in ("value", "norm")
     assert printed["checkpoint"]["monitor"] == "val/slot_f1"
+    assert set(printed["model"]) == {"tagger", "intent_loss_weight", "lr", "predictions_file"}
+    assert "session" not in config.read_text().lower()  # configs say why a value is what it is, not its history
 
 
 def read_conlleval(path: Path) -> tuple[list[list[str]], list[list[str]]]:
@@ -69,13 +72,25 @@ def test_fit_writes_best_and_last_with_a_bundle(atis_run) -> None:
     assert (root / "checkpoints" / "best.ckpt").is_file() and (root / "checkpoints" / "last.ckpt").is_file()
     loaded = load_bundle(atis_run["best"])
     module = atis_run["fit"].model
+    assert loaded.config == module.config
     assert loaded.vocabulary.tokens == module.vocabulary.tokens
     assert loaded.slot_tags == module.slot_tags and loaded.intents == module.intents
     assert 0.0 < loaded.metrics["val/slot_f1"] <= 1.0
 
 
+def test_the_config_sets_the_tagger_and_the_data_its_sizes(atis_run) -> None:
+    module, data = atis_run["fit"].model, atis_run["fit"].datamodule
+    config = yaml.safe_load((REPO / "configs" / "atis-lstm.yaml").read_text())["model"]
+    assert module.config.options() == TaggerOptions(**config["tagger"])
+    assert module.hparams.intent_loss_weight == config["intent_loss_weight"]
+    assert module.config.vocab_size == len(data.vocabulary) and module.config.char_vocab_size == len(data.characters)
+    assert (module.config.num_tags, module.config.num_intents) == (len(data.slot_tags), len(data.intents))
+
+
 def test_bundle_matches_the_lightning_checkpoint(atis_run) -> None:
+    # The hyper-parameters are plain data (the tagger's options as a dict), so this loads with weights_only.
     module = SlotTaggerModule.load_from_checkpoint(atis_run["best"], weights_only=True).eval()
+    assert module.config == atis_run["fit"].model.config
     loaded = load_bundle(atis_run["best"])
     sentences = [["flights", "from", "boston", "to"], ["show", "me", "fares", "to", "denver"]]
     token_ids = torch.tensor([loaded.vocabulary.encode(words) + [0] * (5 - len(words)) for words in sentences])
@@ -135,107 +150,11 @@ def test_predict_writes_json_lines(atis_run, tmp_path) -> None:
             assert slot["value"] == " ".join(record["words"][slot["token_start"] : slot["token_end"]])
 
 
-def test_weight_averaging_puts_the_average_in_the_checkpoint_and_its_bundle(tmp_path: Path) -> None:
-    from tests.conftest import tiny_args, write_corpus
-
-    data_dir = write_corpus(tmp_path / "data", {"train": 40, "valid": 10, "test": 10})
-    run_cli(
-        [
-            "fit",
-            *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=2"),
-            "--trainer.callbacks+=training.callbacks.ExponentialWeightAveraging",
-            "--trainer.callbacks.decay=0.9",
-        ]
-    )
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    averaged = checkpoint["state_dict"]["model.tag_head.weight"]
-    current = checkpoint["current_model_state"]["model.tag_head.weight"]
-    assert not torch.equal(averaged, current)
-    assert torch.equal(checkpoint["slotfill_bundle"]["state_dict"]["tag_head.weight"], averaged)
-    loaded = load_bundle(tmp_path / "checkpoints" / "last.ckpt")
-    assert torch.equal(loaded.model.tag_head.weight, averaged)
-
-
-def test_weight_average_is_the_bias_corrected_ema_of_every_step() -> None:
-    from torch.optim.swa_utils import AveragedModel
-
-    from training.callbacks import bias_corrected_ema
-
-    decay = 0.9
-    model = torch.nn.Linear(2, 1)
-    averaged = AveragedModel(model, multi_avg_fn=bias_corrected_ema(decay))
-    seen = []
-    for step in range(1, 6):
-        with torch.no_grad():
-            model.weight.fill_(float(step * step))
-        seen.append(float(step * step))
-        averaged.update_parameters(model)
-        weights = [(1 - decay) * decay ** (len(seen) - 1 - i) for i in range(len(seen))]
-        expected = sum(w * x for w, x in zip(weights, seen, strict=True)) / sum(weights)
-        assert float(averaged.module.weight[0, 0]) == pytest.approx(expected, rel=1e-6)
-    # the plain EMA (which keeps 0.9^4 = 66 % of the first step) would be at 5.6
-    assert float(averaged.module.weight[0, 0]) > 12.0
-
-
-def test_intent_balance_weights_rare_intents_up_with_mean_one() -> None:
-    from models.loss import IGNORE_INDEX, intent_loss
-    from training.module import intent_class_weights
-
-    assert intent_class_weights([90, 10], 0.0) is None
-    weights = intent_class_weights([90, 10], 1.0)
-    assert float(weights[1] / weights[0]) == pytest.approx(9.0)
-    assert float((weights * torch.tensor([90.0, 10.0])).sum() / 100) == pytest.approx(1.0)
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    ids = torch.tensor([0, 1, IGNORE_INDEX])
-    plain = torch.nn.functional.cross_entropy(logits[:2], ids[:2], reduction="none")
-    assert float(intent_loss(logits, ids)) == pytest.approx(float(plain.mean()))
-    assert float(intent_loss(logits, ids, weights)) == pytest.approx(float((plain * weights).mean()))
-    with pytest.raises(ValueError, match="intent_balance"):
-        intent_class_weights([3, 0], 0.5)
-
-
-def test_intent_label_smoothing_spreads_the_target() -> None:
-    from models.loss import IGNORE_INDEX, intent_loss
-
-    logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
-    ids = torch.tensor([0, 1, IGNORE_INDEX])
-    log_probs = torch.log_softmax(logits[:2], dim=-1)
-    # 0.3 of each target spread over the 3 intents: 0.8 on the gold intent, 0.1 on each other
-    targets = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
-    expected = -(targets * log_probs).sum(dim=-1).mean()
-    assert float(intent_loss(logits, ids, label_smoothing=0.3)) == pytest.approx(float(expected))
-    assert float(intent_loss(logits, ids, label_smoothing=0.3)) > float(intent_loss(logits, ids))
-    from training.module import SlotTaggerModule
-
-    with pytest.raises(ValueError, match="intent_label_smoothing"):
-        SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], intent_label_smoothing=1.0)
-
-
 def test_adam_is_fused_on_cpu() -> None:
-    from training.module import SlotTaggerModule
-
-    module = SlotTaggerModule(["<pad>", "<unk>", "a"], ["O", "B-x", "I-x"], ["i"], hidden_size=4, embedding_dim=4)
+    tagger = TaggerOptions(hidden_size=4, embedding_dim=4)
+    module = SlotTaggerModule(["<pad>", "<unk>", "a"], ["O", "B-x", "I-x"], ["i"], tagger=tagger)
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
-
-
-def test_lr_schedules() -> None:
-    def optimizers(schedule: str):
-        return SlotTaggerModule(
-            ["<pad>", "<unk>", "a"], ["O"], ["i"], hidden_size=4, embedding_dim=4, lr_schedule=schedule
-        ).configure_optimizers()
-
-    assert isinstance(optimizers("constant"), torch.optim.Adam)
-    plateau = optimizers("plateau")["lr_scheduler"]
-    assert plateau["monitor"] == "val/slot_f1" and plateau["interval"] == "epoch"
-    schedule = plateau["scheduler"]
-    for f1 in (0.5, 0.6, 0.6, 0.6):  # the best, then 2 epochs without improvement: still 1e-3
-        schedule.step(f1)
-    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
-    schedule.step(0.6)  # a third: halved
-    assert schedule.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
-    with pytest.raises(ValueError, match="valid: constant, cosine, plateau"):
-        optimizers("step")
 
 
 def test_bench_optimizer_compares_the_three_adam_variants(tiny_data: Path) -> None:
@@ -252,24 +171,57 @@ def test_bench_optimizer_compares_the_three_adam_variants(tiny_data: Path) -> No
     assert lines[-1].endswith("(1.0x fused)")
 
 
-def test_language_model_loss_trains_beside_the_tags_and_travels_in_the_bundle(tmp_path: Path) -> None:
-    from tests.conftest import tiny_args, write_corpus
+def as_format_1(checkpoint: dict, **hparams_changes) -> dict:
+    """`checkpoint` in the layout written before the tagger's options moved under `model.tagger`:
+    flat hyper-parameters with every option of that time, and a format-1 bundle."""
+    old = dict(checkpoint)
+    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if key != "tagger"}
+    old["hyper_parameters"] = {
+        **checkpoint["hyper_parameters"]["tagger"],
+        **hparams,
+        "self_attention_heads": 0, "intent_words": False, "intent_encoder": False, "intent_balance": 0.0,
+        "intent_label_smoothing": 0.0, "lm_loss_weight": 0.0, "lm_vocab_size": 2000, "weight_decay": 0.0,
+        "lr_schedule": "constant", "intent_counts": [1] * len(hparams["intents"]),
+        **hparams_changes,
+    }  # fmt: skip
+    bundle = dict(checkpoint["slotfill_bundle"])
+    bundle["format_version"] = 1
+    bundle["config"] = {
+        **bundle["config"],
+        "intent_parts": 0, "self_attention_heads": 0, "intent_words": False, "intent_encoder": False,
+        "lm_vocab_size": 0, "lm_hidden": 50,
+    }  # fmt: skip
+    old["slotfill_bundle"] = bundle
+    return old
 
-    data_dir = write_corpus(tmp_path / "data", {"train": 40, "valid": 10, "test": 10})
-    run_cli(
-        [
-            "fit",
-            *tiny_args(tmp_path, data_dir, "--trainer.max_epochs=2"),
-            "--model.lm_loss_weight=0.5",
-            "--model.lm_vocab_size=10",
-        ]
-    )
-    rows = [row for path in tmp_path.glob("**/metrics.csv") for row in csv.DictReader(path.open())]
-    lm_losses = [float(row["train/lm_loss"]) for row in rows if row.get("train/lm_loss")]
-    assert len(lm_losses) == 2 and all(loss > 0 for loss in lm_losses)
-    loaded = load_bundle(tmp_path / "checkpoints" / "best.ckpt")
-    assert loaded.model.config.lm_vocab_size == 10 and loaded.model.next_word is not None
-    with pytest.raises(ValueError, match="lm_loss_weight"):
-        SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], lm_loss_weight=-1.0)
-    off = SlotTaggerModule(["<pad>", "<unk>", "a"], ["O"], ["i"], hidden_size=4, embedding_dim=4)
-    assert off.config.lm_vocab_size == 0 and off.model.next_word is None
+
+def test_the_cli_tests_a_checkpoint_of_the_older_layout_alike(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    old_path = tmp_path / "old.ckpt"
+    torch.save(as_format_1(checkpoint), old_path)
+    data_dir = tiny_checkpoint.parents[1] / "data"
+    written = {}
+    for name, path in (("current", tiny_checkpoint), ("old", old_path)):
+        logs = tmp_path / name
+        run_cli(
+            [
+                "test", "--config", str(REPO / "configs" / "atis-lstm.yaml"), f"--data.data_dir={data_dir}",
+                "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}",
+                f"--ckpt_path={path}",
+            ]
+        )  # fmt: skip
+        (predictions,) = logs.rglob("predictions.txt")
+        written[name] = predictions.read_text()
+    assert written["old"] == written["current"] and written["old"].count("\n\n") == 30
+
+
+def test_the_cli_refuses_a_checkpoint_trained_with_a_retired_option(tiny_checkpoint: Path, tmp_path: Path, capsys):
+    old_path = tmp_path / "cosine.ckpt"
+    torch.save(as_format_1(torch.load(tiny_checkpoint, weights_only=True), lr_schedule="cosine"), old_path)
+    data_dir = tiny_checkpoint.parents[1] / "data"
+    args = ["test", "--config", str(REPO / "configs" / "atis-lstm.yaml"), f"--data.data_dir={data_dir}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, f"--trainer.logger.init_args.save_dir={tmp_path}", f"--ckpt_path={old_path}"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{old_path}: trained with lr_schedule='cosine', an option this version no longer has" in error

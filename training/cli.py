@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from models.checkpoint import CheckpointError
 from models.vocab import Vocabulary
 from training.callbacks import JsonLinesWriter
 from training.data import DataError
 from training.datamodule import SlotDataModule
-from training.module import NonFiniteLossError, SlotTaggerModule
+from training.module import NonFiniteLossError, SlotTaggerModule, upgrade_hyperparameters
 
 
 class SlotfillCLI(LightningCLI):
@@ -52,7 +55,23 @@ class SlotfillCLI(LightningCLI):
         )
         parser.link_arguments("data.slot_tags", "model.slot_tags", apply_on="instantiate")
         parser.link_arguments("data.intents", "model.intents", apply_on="instantiate")
-        parser.link_arguments("data.intent_counts", "model.intent_counts", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI sets the model's arguments from the checkpoint's hyper-parameters; those of an
+        # older layout are upgraded first, so its checkpoints still test, predict and resume.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            if "tagger" not in hparams and "cell" in hparams:
+                hparams.pop("_instantiator", None)
+                try:
+                    upgraded = upgrade_hyperparameters(hparams)
+                except ValueError as error:
+                    raise CheckpointError(f"{ckpt_path}: {error}") from None
+                self.config = self.parser.parse_object({subcommand: {"model": upgraded}}, self.config)
+                return
+        super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
         rank_zero_info(self.datamodule.summary())
@@ -81,7 +100,7 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(import_main(argv[1:]))
     try:
         run_cli(argv)
-    except DataError as error:
+    except (DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -60,8 +59,6 @@ class SlotDataModule(pl.LightningDataModule):
         self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
         # no `label` file in train/: entity-only data, and a model without an intent head
         self.intents = label_list([ex.intent for ex in self.train_examples if ex.intent is not None])
-        counts = Counter(ex.intent for ex in self.train_examples)
-        self.intent_counts = [counts[intent] for intent in self.intents]
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
         self._intent_index = {intent: i for i, intent in enumerate(self.intents)}
         self._splits: dict[str, list] = {}
