@@ -46,7 +46,7 @@ def _output_size(layer: nn.Module) -> int:
     return getattr(layer, "output_size", None) or layer.hidden_size
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TaggerOptions:
     """The tagger's architecture as a configuration chooses it (`model.tagger.*` in the training YAML).
 
@@ -125,10 +125,11 @@ class TaggerOptions:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class TaggerConfig(TaggerOptions):
     """The options plus the sizes the training data fixes: everything that rebuilds the tagger,
-    stored in every checkpoint. `char_vocab_size` counts the character list (0 without one)."""
+    stored in every checkpoint. `char_vocab_size` counts the character list (0 without one). The
+    sizes come first and may be positional; the options are keywords."""
 
     vocab_size: int
     num_tags: int
