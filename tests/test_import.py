@@ -127,10 +127,16 @@ def test_jsonl_round_trip(tmp_path: Path):
     assert report["split"]["drawn_from_train"] == []
 
 
-def test_labelling_tool_export_form(tmp_path: Path):
-    source = write_jsonl(
-        tmp_path / "export.jsonl", [{"text": "rooms in Köln tonight", "label": [[9, 13, "city"]]}] * 10
-    )
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"text": "rooms in Köln tonight", "label": [[9, 13, "city"]]},
+        {"text": "rooms in Köln tonight", "spans": [{"start": 9, "end": 13, "label": "city", "token_start": 2}]},
+        {"text": "rooms in Köln tonight", "entities": [{"start_offset": 9, "end_offset": 13, "label": "city"}]},
+    ],
+)
+def test_labelling_tool_export_forms(tmp_path: Path, row: dict):
+    source = write_jsonl(tmp_path / "export.jsonl", [row] * 10)
     out = tmp_path / "out"
     assert run_import("jsonl", source, "--out", out) == 0
     words, tags, intent = read_out(out, "train")[0]

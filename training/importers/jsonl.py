@@ -1,7 +1,7 @@
 """JSON lines, one example an object:
 - `jsonl`: `{"text": ..., "intent": ... (optional), "entities": [{"start": s, "end": e, "label": L}]}`
-  with character offsets into `text` (`start_offset`/`end_offset` are read as well), or a labelling
-  tool's export `{"text": ..., "label": [[s, e, "L"], ...]}`.
+  with character offsets into `text` (`start_offset`/`end_offset` are read as well, and `spans` in
+  place of `entities`), or a labelling tool's export `{"text": ..., "label": [[s, e, "L"], ...]}`.
 - `tokens`: `{"tokens": [...], "tags": [...], "intent": ... (optional)}` with string tags in one
   scheme per file (see `training.importers.tags`).
 Blank lines are skipped.
@@ -72,7 +72,7 @@ def read_jsonl(path: Path, notes: Notes) -> list[Item]:
         try:
             if "text" not in value:
                 raise ItemError('no "text" field')
-            entities = value.get("entities", value.get("label", []))
+            entities = next((value[key] for key in ("entities", "spans", "label") if key in value), [])
             if entities is None:
                 entities = []
             if not isinstance(entities, list):
