@@ -62,7 +62,7 @@ def test_train_container_command_parses() -> None:
     command = [str(entrypoint), *train["command"], "--print_config"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert yaml.safe_load(result.stdout)["model"]["cell"] == "lstm"
+    assert yaml.safe_load(result.stdout)["model"]["tagger"]["cell"] == "lstm"
 
 
 def test_dockerfile_is_multi_stage_cpu_only_and_non_root() -> None:
