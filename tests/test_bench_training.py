@@ -38,7 +38,8 @@ def test_parse_seeds_and_seed_text_invert_each_other() -> None:
         ["--model.tagger.decoder=crf"],
         [2, 3],
     )
-    assert bench_training.spec_label("atis-lstm:2-3 --model.tagger.decoder=crf") == "atis-lstm --model.tagger.decoder=crf"
+    label = bench_training.spec_label("atis-lstm:2-3 --model.tagger.decoder=crf")
+    assert label == "atis-lstm --model.tagger.decoder=crf"
 
 
 def test_records_are_appended_and_read_back_in_order(tmp_path: Path) -> None:
@@ -86,8 +87,9 @@ def test_table_gives_median_and_range_over_seeds() -> None:
 
 
 def test_render_rewrites_only_the_marked_sections(tmp_path: Path) -> None:
+    crf = "atis-lstm --model.tagger.decoder=crf"
     records = [record("atis-lstm", 1, 95.0), record("atis-lstm", 2, 96.0), record("atis-lstm", 3, 95.2),
-               record("atis-lstm --model.tagger.decoder=crf", 1, 99.0), record("atis-gru", 1, 94.0, note="alone")]  # fmt: skip
+               record(crf, 1, 99.0), record("atis-gru", 1, 94.0, note="alone")]  # fmt: skip
     sections = bench_training.render_sections(records, ["atis-gru", "atis-lstm", "snips-best"])
     shipped = sections["shipped-configs"].splitlines()
     assert [line.split(" | ")[0] for line in shipped[2:]] == ["| atis-gru", "| atis-lstm"]  # no snips-best record

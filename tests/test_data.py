@@ -210,11 +210,19 @@ def test_missing_data_dir(tmp_path: Path):
         read_split(tmp_path / "nowhere", "train")
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", FILES[:2])
 def test_missing_file(corpus: Path, name: str):
     path = corpus / "train" / name
     path.unlink()
     expect_error(corpus, "train", path, None, "not found")
+
+
+def test_a_split_without_label_file_has_no_intents(corpus: Path):
+    (corpus / "train" / "label").unlink()
+    examples = read_split(corpus, "train")
+    assert examples and all(ex.intent is None for ex in examples)
+    (corpus / "train" / "seq.out").unlink()
+    expect_error(corpus, "train", corpus / "train" / "seq.out", None, "not found")
 
 
 def test_a_directory_where_a_file_should_be(corpus: Path):

@@ -1,5 +1,6 @@
 """`slotfill-train` / `python -m training`: the LightningCLI (fit, validate, test, predict), plus
-`download` to fetch the data sets and `report` to draw a run's training curves."""
+`download` to fetch the data sets, `import` to bring in data annotated in other formats and `report` to draw a
+run's training curves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from models.checkpoint import CheckpointError
 from models.vocab import Vocabulary
@@ -72,6 +74,9 @@ class SlotfillCLI(LightningCLI):
                 return
         super()._parse_ckpt_path()
 
+    def before_fit(self) -> None:
+        rank_zero_info(self.datamodule.summary())
+
 
 def run_cli(args: list[str]) -> SlotfillCLI:
     """Run one CLI command and return the CLI object (its `trainer` holds the metrics)."""
@@ -94,6 +99,10 @@ def main(args: list[str] | None = None) -> None:
         from training.curves import main as report_main
 
         sys.exit(report_main(argv[1:]))
+    if argv[:1] == ["import"]:
+        from training.import_data import main as import_main
+
+        sys.exit(import_main(argv[1:]))
     try:
         run_cli(argv)
     except (DataError, CheckpointError) as error:

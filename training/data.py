@@ -1,7 +1,8 @@
 """Read ATIS-style splits (`seq.in`, `seq.out`, `label`), validate them, and batch them; write and read
 conlleval input files (`predictions.txt`).
 
-Every problem in the data is reported as a `DataError` naming the file and line.
+Every problem in the data is reported as a `DataError` naming the file and line. A split without a
+`label` file has no intents (entity-only data): its examples carry `intent=None`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Example(NamedTuple):
 
     words: tuple[str, ...]
     tags: tuple[str, ...]
-    intent: str
+    intent: str | None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -55,9 +56,13 @@ def read_split(data_dir: str | Path, split: str) -> list[Example]:
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split {split!r} not found (expected {split_dir}/{{seq.in,seq.out,label}})")
     words_path, tags_path, label_path = (split_dir / name for name in FILES)
-    word_lines, tag_lines, label_lines = (_read_lines(p) for p in (words_path, tags_path, label_path))
-    counts = {words_path: len(word_lines), tags_path: len(tag_lines), label_path: len(label_lines)}
-    for path, lines in zip(counts, (word_lines, tag_lines, label_lines), strict=True):
+    has_intents = label_path.exists() or not (words_path.is_file() and tags_path.is_file())
+    paths = (words_path, tags_path, label_path) if has_intents else (words_path, tags_path)
+    all_lines = [_read_lines(p) for p in paths]
+    word_lines, tag_lines = all_lines[:2]
+    label_lines = all_lines[2] if has_intents else [None] * len(word_lines)
+    counts = {path: len(lines) for path, lines in zip(paths, all_lines)}
+    for path, lines in zip(paths, all_lines, strict=True):
         # before comparing counts, so that a stray blank line is reported where it is
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -66,18 +71,19 @@ def read_split(data_dir: str | Path, split: str) -> list[Example]:
         detail = ", ".join(f"{p.name}: {n}" for p, n in counts.items())
         shortest, longest = min(counts.values()), max(counts, key=counts.get)
         raise DataError(
-            f"{longest}:{shortest + 1}: the three files have different line counts ({detail}); "
+            f"{longest}:{shortest + 1}: the files have different line counts ({detail}); "
             f"this line has no counterpart in the shorter file(s)"
         )
     examples = []
     for number, (word_line, tag_line, label_line) in enumerate(zip(word_lines, tag_lines, label_lines), start=1):
-        words, tags, intent = word_line.split(), tag_line.split(), label_line.strip()
+        words, tags = word_line.split(), tag_line.split()
+        intent = label_line.strip() if label_line is not None else None
         if len(words) != len(tags):
             raise DataError(f"{tags_path}:{number}: {len(tags)} tags for {len(words)} words")
         for position, tag in enumerate(tags, start=1):
             if not is_valid_tag(tag):
                 raise DataError(f"{tags_path}:{number}: tag {position} {tag!r} is not O, B-<type> or I-<type>")
-        if len(label_line.split()) != 1:
+        if label_line is not None and len(label_line.split()) != 1:
             raise DataError(f"{label_path}:{number}: expected one intent, got {label_line.strip()!r}")
         examples.append(Example(tuple(words), tuple(tags), intent))
     return examples

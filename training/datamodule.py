@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from models.synonyms import SynonymError, SynonymTable, load_synonyms
-from models.vocab import Vocabulary, build_characters
+from models.vocab import Vocabulary, build_characters, normalize_word
 from training.augment import MentionReplacement
 from training.data import DataError, EncodedExample, Example, collate, encode, label_list, read_split, read_utterances
 
@@ -62,7 +62,8 @@ class SlotDataModule(pl.LightningDataModule):
         self.vocabulary = Vocabulary.build((ex.words for ex in self.train_examples), min_freq=min_word_freq)
         self.characters = build_characters(ex.words for ex in self.train_examples)
         self.slot_tags = label_list([tag for ex in self.train_examples for tag in ex.tags], first="O")
-        self.intents = label_list([ex.intent for ex in self.train_examples])
+        # no `label` file in train/: entity-only data, and a model without an intent head
+        self.intents = label_list([ex.intent for ex in self.train_examples if ex.intent is not None])
         self._tag_index = {tag: i for i, tag in enumerate(self.slot_tags)}
         self._intent_index = {intent: i for i, intent in enumerate(self.intents)}
         self._splits: dict[str, list] = {}
@@ -83,8 +84,30 @@ class SlotDataModule(pl.LightningDataModule):
     def _encoded(self, split: str) -> list:
         if split not in self._splits:
             examples = self.train_examples if split == "train" else read_split(self.data_dir, split)
+            if split != "train" and examples and (examples[0].intent is None) != (not self.intents):
+                has, lacks = ("train", split) if self.intents else (split, "train")
+                raise DataError(
+                    f"{self.data_dir / lacks / 'label'}: not found, while {self.data_dir / has / 'label'} exists; "
+                    "every split needs intents or none does"
+                )
             self._splits[split] = [self._encode(ex) for ex in examples]
         return self._splits[split]
+
+    def summary(self) -> str:
+        """Sentences per split, slot types, intents, and the share of validation words never seen in
+        training (a high share means the character features and `<unk>` carry much of the work)."""
+        counts = {split: len(self._encoded(split)) for split in ("train", "valid", "test")}
+        seen = {normalize_word(word) for ex in self.train_examples for word in ex.words}
+        valid_words = [normalize_word(word) for item in self._encoded("valid") for word in item.example.words]
+        unseen = sum(word not in seen for word in valid_words)
+        slot_types = {tag[2:] for tag in self.slot_tags if tag != "O"}
+        intents = f"{len(self.intents)} intents" if self.intents else "no intents (no intent head)"
+        return (
+            f"data {self.data_dir}: sentences train {counts['train']}, valid {counts['valid']}, "
+            f"test {counts['test']}; {len(slot_types)} slot types; {intents}; "
+            f"valid words unseen in training {100 * unseen / max(len(valid_words), 1):.1f} % "
+            f"({unseen} of {len(valid_words)})"
+        )
 
     def _encode(self, example: Example) -> EncodedExample:
         return encode(example, self.vocabulary, self._tag_index, self._intent_index, self.characters)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class SlotTaggerModule(pl.LightningModule):
         # A dict when rebuilt from a checkpoint's hyper-parameters, which hold plain data only so that
         # checkpoints load with `weights_only=True`: `save_hyperparameters` reads the local as a dict.
         options = TaggerOptions(**tagger) if isinstance(tagger, dict) else tagger
+        if not intents:
+            # entity-only data: no intent head, whatever the recipe asks of it
+            options = replace(options, intent_head=False, intent_to_slots=False, intent_parts=False)
         tagger = asdict(options)
         self.save_hyperparameters()
         self.vocabulary = Vocabulary(vocabulary)
@@ -116,8 +119,7 @@ class SlotTaggerModule(pl.LightningModule):
             tags_right = torch.tensor([p == g for p, g in zip(predicted_tags, gold_tags)])
             if self.config.intent_head:
                 self.intent_accuracy[stage].update(intent_right)
-                tags_right &= intent_right
-            self.sentence_accuracy[stage].update(tags_right)
+                self.sentence_accuracy[stage].update(tags_right & intent_right)
             if stage == "test":
                 tagged = zip(examples, predicted_tags, predicted_intents)
                 self._test_rows.extend((ex.words, ex.tags, p, ex.intent, i) for ex, p, i in tagged)
@@ -144,8 +146,8 @@ class SlotTaggerModule(pl.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> None:
         spans = self.span_f1[stage].compute()
         values = {f"{stage}/slot_{name}": value for name, value in spans.items()}
-        values[f"{stage}/sentence_accuracy"] = self.sentence_accuracy[stage].compute()
-        if self.config.intent_head:
+        if self.config.intent_head:  # sentence accuracy: intent and every tag right
+            values[f"{stage}/sentence_accuracy"] = self.sentence_accuracy[stage].compute()
             values[f"{stage}/intent_accuracy"] = self.intent_accuracy[stage].compute()
         for key, value in values.items():
             self.log(key, value.float(), prog_bar=stage == "val" and key.endswith("slot_f1"))
