@@ -41,6 +41,8 @@ def plot_slot_f1(types: dict[str, dict[str, Any]], path: str | Path, title: str)
     figure, axes = _figure_and_axes(3.5, ROW_INCHES * max(1, len(labels)), left=label_width + 0.15, bottom=0.5)
     positions = np.arange(len(labels))
     axes.barh(positions, values, height=0.7, color=[_f1_colour(v) for v in values])
+    for y in np.flatnonzero(np.asarray(values) == 0):
+        axes.text(0.8, y, "0", va="center", fontsize=FONT_SIZE - 1, color=_f1_colour(0))  # no bar to see
     axes.set_yticks(positions, labels, fontsize=FONT_SIZE)
     if labels:
         axes.set_ylim(len(labels) - 0.5, -0.5)  # weakest first, as in report.md
@@ -68,7 +70,8 @@ def plot_intent_confusion(confusion: dict[str, Any], path: str | Path, title: st
     side = max(1.5, 0.3 * size)
     figure, axes = _figure_and_axes(side + 1.0, side, left=label_width + 0.45, bottom=label_width + 0.45)
     shares = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    # Empty cells stay white (masked), so the few confusions stand out.
+    image = axes.imshow(np.ma.masked_equal(shares, 0), cmap="Blues", vmin=0, vmax=1)
     for i, j in zip(*np.nonzero(matrix)):
         colour = "white" if shares[i, j] > 0.6 else "black"
         axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=FONT_SIZE - 1, color=colour)
