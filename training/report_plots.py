@@ -17,6 +17,11 @@ LABEL_INCHES_PER_CHAR = 0.062  # width of one label character at FONT_SIZE point
 DPI = 100
 
 
+# FreeType renders glyphs at hinting_factor times the horizontal resolution; at 1 (no hinting) the
+# labels look the same at these sizes and the pictures take about a seventh less time.
+FAST_TEXT = {"text.hinting_factor": 1, "text.hinting": "none"}
+
+
 def _figure_and_axes(plot_width: float, plot_height: float, left: float, bottom: float, top: float = 0.35):
     """A figure holding one axes of `plot_width` x `plot_height` inches, with `left` / `bottom` /
     `top` inches of margin for tick labels and titles. Laid out by hand: a layout engine would draw
@@ -34,6 +39,8 @@ def _figure_and_axes(plot_width: float, plot_height: float, left: float, bottom:
 
 def plot_slot_f1(types: dict[str, dict[str, Any]], path: str | Path, title: str) -> None:
     """Horizontal bars of F1 per slot type, weakest at the top, each labelled with its support."""
+    from matplotlib.transforms import blended_transform_factory
+
     ordered = sorted(types.items(), key=lambda item: (item[1]["f1"], -item[1]["support"], item[0]))
     labels = [f"{name} ({row['support']})" for name, row in ordered]
     values = [100 * row["f1"] for _, row in ordered]
@@ -41,7 +48,13 @@ def plot_slot_f1(types: dict[str, dict[str, Any]], path: str | Path, title: str)
     figure, axes = _figure_and_axes(3.5, ROW_INCHES * max(1, len(labels)), left=label_width + 0.15, bottom=0.5)
     positions = np.arange(len(labels))
     axes.barh(positions, values, height=0.7, color=[_f1_colour(v) for v in values])
-    axes.set_yticks(positions, labels, fontsize=FONT_SIZE)
+    for y in np.flatnonzero(np.asarray(values) == 0):
+        axes.text(0.8, y, "0", va="center", fontsize=FONT_SIZE - 1, color=_f1_colour(0))  # no bar to see
+    # Labels as plain texts: a tick per type would cost a fifth more time to build and draw.
+    axes.set_yticks([])
+    label_position = blended_transform_factory(axes.transAxes, axes.transData)
+    for y, label in zip(positions, labels):
+        axes.text(-0.01, y, label, transform=label_position, ha="right", va="center", fontsize=FONT_SIZE)
     if labels:
         axes.set_ylim(len(labels) - 0.5, -0.5)  # weakest first, as in report.md
     else:
@@ -68,7 +81,8 @@ def plot_intent_confusion(confusion: dict[str, Any], path: str | Path, title: st
     side = max(1.5, 0.3 * size)
     figure, axes = _figure_and_axes(side + 1.0, side, left=label_width + 0.45, bottom=label_width + 0.45)
     shares = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    # Empty cells stay white (masked), so the few confusions stand out.
+    image = axes.imshow(np.ma.masked_equal(shares, 0), cmap="Blues", vmin=0, vmax=1)
     for i, j in zip(*np.nonzero(matrix)):
         colour = "white" if shares[i, j] > 0.6 else "black"
         axes.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=FONT_SIZE - 1, color=colour)
@@ -87,8 +101,10 @@ def save_png(figure, path: str | Path) -> None:
     """PNG with a 256-colour palette: a third of the size of matplotlib's RGBA file and the same
     picture to the eye (flat colours and anti-aliased text need few colours); the fast octree
     quantiser takes a few milliseconds."""
+    import matplotlib
     from PIL import Image
 
-    figure.canvas.draw()
+    with matplotlib.rc_context(FAST_TEXT):
+        figure.canvas.draw()
     image = Image.frombuffer("RGBA", figure.canvas.get_width_height(), figure.canvas.buffer_rgba())
     image.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path)
