@@ -36,7 +36,7 @@ docker run -d --name "$name" --cpus 2 --memory 2g -p "127.0.0.1:$CONTAINER_PORT:
   -e SLOTFILL_LOG_LEVEL=warning -v "$CKPT:/app/checkpoints/atis-best/best.ckpt:ro" "$IMAGE" >/dev/null
 wait_ready "http://127.0.0.1:$HOST_PORT"; wait_ready "http://127.0.0.1:$CONTAINER_PORT"
 bridge=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$name")
-echo "checkpoint $CKPT ($(sha256sum "$CKPT" | cut -c1-12)); image $IMAGE; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "checkpoint $CKPT ($(sha256sum "$CKPT" | cut -c1-12)); image $IMAGE; $(getconf _NPROCESSORS_ONLN) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 measure "host process" "http://127.0.0.1:$HOST_PORT"
 measure "container, published port" "http://127.0.0.1:$CONTAINER_PORT"
 measure "container, bridge address" "http://$bridge:8000"
