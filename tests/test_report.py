@@ -233,7 +233,7 @@ def test_cli_test_writes_the_report_next_to_the_predictions(tiny_checkpoint: Pat
     cli = run_cli(
         [
             "test", "--config", str(REPO / "configs" / "atis-lstm.yaml"), f"--data.data_dir={data_dir}",
-            "--model.embedding_dim=16", "--model.hidden_size=16", "--trainer.enable_progress_bar=false",
+            "--model.tagger.embedding_dim=16", "--model.tagger.hidden_size=16", "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={tmp_path}", f"--ckpt_path={tiny_checkpoint}",
         ]
     )  # fmt: skip
@@ -275,7 +275,7 @@ def test_cli_test_without_an_intent_head_leaves_intents_out(tiny_data: Path, tmp
     run_cli(
         [
             "test", "--config", str(REPO / "configs" / "atis-lstm.yaml"), f"--data.data_dir={tiny_data}",
-            "--model.intent_head=false", "--model.embedding_dim=8", "--model.hidden_size=8",
+            "--model.tagger.intent_head=false", "--model.tagger.embedding_dim=8", "--model.tagger.hidden_size=8",
             "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
         ]
     )  # fmt: skip
