@@ -121,12 +121,12 @@ def test_the_package_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> N
         metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("/METADATA"))
     assert packages == {"models", "training", "serving"}
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: ")]
-    # matplotlib (the lecture experiments' plots) is an extra, never installed into the image.
-    assert all("extra ==" in line for line in requires if "matplotlib" in line)
     assert any(line.startswith("Requires-Dist: torch==2.13.0") for line in requires)
 
 
-def test_installed_packages_do_not_import_experiments_or_matplotlib() -> None:
+def test_installed_packages_do_not_import_experiments_and_serving_no_matplotlib() -> None:
+    """The lecture experiments are not installed; matplotlib draws training's reports only, so the service
+    never loads it."""
     for package in ("models", "training", "serving"):
         for path in (REPO / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -137,7 +137,8 @@ def test_installed_packages_do_not_import_experiments_or_matplotlib() -> None:
                 else:
                     continue
                 for name in names:
-                    assert name.split(".")[0] not in {"experiments", "matplotlib"}, f"{path}:{node.lineno}: {name}"
+                    banned = {"experiments", "matplotlib"} if package != "training" else {"experiments"}
+                    assert name.split(".")[0] not in banned, f"{path}:{node.lineno}: {name}"
 
 
 def test_ci_runs_the_deployment_test_after_the_unit_tests() -> None:
