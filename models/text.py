@@ -43,9 +43,19 @@ def _is_edge(char: str) -> bool:
     return category[0] == "P" or category == "Cf"
 
 
+# Words longer than this are longer than any word of the training data. Their key is built from
+# their first LONGEST_KEY characters and ends in CUT, which no vocabulary word holds, so it still
+# maps to `<unk>`; the character features read only the first 30 characters anyway. This bounds the
+# cost of NFKC, which can take 15 ms for one 1,000-character word (U+FDFA becomes 18 characters).
+LONGEST_KEY = 64
+CUT = "\x00"
+
+
 def lookup_key(word: str) -> str:
     """The form of a word looked up in the vocabulary (which then lower-cases it and maps digits to 0):
     NFKC-normalised (full-width letters, ligatures) with typographic apostrophes made plain."""
+    if len(word) > LONGEST_KEY:
+        return lookup_key(word[:LONGEST_KEY]) + CUT
     if not word.isascii():
         word = unicodedata.normalize("NFKC", word).translate(_APOSTROPHES)
     return word
@@ -82,16 +92,26 @@ def tokenize(text: str) -> list[Word]:
     return words
 
 
+def _invisible(char: str) -> bool:
+    """Whitespace, control and format characters: what text splits on or strips from a word's edges."""
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf")
+
+
 def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
     """Pre-split tokens -> (the tokens joined by single spaces, their words). Tokens are taken as they
-    are (no punctuation stripping); only the vocabulary key is normalised."""
+    are (no punctuation stripping); only the vocabulary key is normalised. A token follows the rule a
+    word of text follows: no whitespace or control character inside, and at least one visible
+    character (not only format characters such as U+200B)."""
     words: list[Word] = []
     position = 0
     for index, token in enumerate(tokens):
-        if not token or token.isspace():
-            raise InputError(f"tokens[{index}] is empty; every token must hold at least one visible character")
-        if any(char.isspace() for char in token):
-            raise InputError(f"tokens[{index}] contains whitespace; send one word per token")
+        if not (token and token.isascii() and token.isprintable() and " " not in token):  # a plain ASCII word passes
+            if all(_invisible(char) for char in token):
+                raise InputError(
+                    f"tokens[{index}] is empty or invisible; every token must hold at least one visible character"
+                )
+            if any(char.isspace() or unicodedata.category(char) == "Cc" for char in token):
+                raise InputError(f"tokens[{index}] contains whitespace or a control character; send one word per token")
         words.append(Word(token, position, position + len(token), lookup_key(token)))
         position += len(token) + 1
     return " ".join(tokens), words

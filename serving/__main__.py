@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 
+from serving.logs import configure_logging, logging_config
 from serving.settings import Settings
 
 # Command-line flags override the environment; they are written back into it so that every uvicorn
@@ -20,6 +22,7 @@ _FLAGS = {
     "workers": "SLOTFILL_WORKERS",
     "torch_threads": "SLOTFILL_TORCH_THREADS",
     "log_level": "SLOTFILL_LOG_LEVEL",
+    "log_format": "SLOTFILL_LOG_FORMAT",
 }
 
 
@@ -32,7 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     parser.add_argument("--torch-threads", type=int, help="torch threads per worker (default 1)")
-    parser.add_argument("--log-level", help="uvicorn log level (default info)")
+    parser.add_argument("--log-level", help="log level (default info)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (default text)")
     return parser.parse_args(argv)
 
 
@@ -42,13 +46,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None:
             os.environ[variable] = str(value)
-    settings = Settings()
+    try:  # before the settings are read, so that what reading them logs is formatted too
+        configure_logging(os.environ.get("SLOTFILL_LOG_LEVEL", "info"), os.environ.get("SLOTFILL_LOG_FORMAT", "text"))
+    except ValueError:  # a bad level: the settings below name it
+        configure_logging()
+    try:
+        settings = Settings()
+        settings.check()
+    except ValueError as error:  # pydantic's ValidationError is one
+        sys.exit(f"slotfill-serve: {error}")
     if settings.checkpoint is None:
         sys.exit("slotfill-serve: no checkpoint; pass --checkpoint PATH or set SLOTFILL_CHECKPOINT")
     if not settings.checkpoint.is_file():
         # Start anyway, not ready: in a deployment the checkpoint may be written later (then reload).
-        print(f"slotfill-serve: warning: {settings.checkpoint}: no such checkpoint file yet; not ready until a "
-              "reload finds one", file=sys.stderr)  # fmt: skip
+        logging.getLogger("serving").warning(
+            "%s: no such checkpoint file yet; not ready until a reload finds one", settings.checkpoint
+        )
 
     made_metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -68,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             http=settings.http,
             loop=settings.loop,
             log_level=settings.log_level,
+            log_config=logging_config(settings.log_level, settings.log_format),
+            # the most bytes h11 buffers for a request head; over it the connection gets 431
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
     finally:
         if made_metrics_dir is not None:

@@ -14,7 +14,9 @@ from serving.schemas import ErrorResponse
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body over SLOTFILL_MAX_BODY_BYTES"},
     422: {"model": ErrorResponse, "description": "invalid input; the message names the field or limit"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet"},
+    400: {"model": ErrorResponse, "description": "the body is empty or not valid JSON"},
+    415: {"model": ErrorResponse, "description": "the body is not application/json"},
+    503: {"model": ErrorResponse, "description": "no model loaded yet, or the model process stopped (Retry-After)"},
 }
 
 
@@ -29,13 +31,19 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+JSON = "application/json"
+
+
+def json_bytes(payload: Any) -> bytes:
     try:
-        body = orjson.dumps(payload)  # several times faster than json.dumps on tag results
+        return orjson.dumps(payload)  # several times faster than json.dumps on tag results
     except orjson.JSONEncodeError:
         # text holding lone surrogates is not UTF-8; ASCII-escaped JSON still carries it
-        body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json_bytes(payload), status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None):

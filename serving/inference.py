@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,8 +20,11 @@ from models.checkpoint import LoadedTagger
 from models.spans import bio_to_spans
 from models.text import Word
 from models.vocab import encode_characters, pad_characters, pad_token_ids
+from serving.cache import WordCache
 
-_ID_CACHE_SIZE = 200_000
+# Each word cache's budget when none is given (SLOTFILL_WORD_CACHE_BYTES), and the longest word key cached.
+CACHE_BYTES = 8 << 20
+CACHE_WORD_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -32,19 +35,6 @@ class Prepared:
     words: list[Word]
 
 
-def _cached(cache: dict[str, Any], words: Sequence[Word], compute: Callable[[str], Any]) -> list[Any]:
-    """`compute(word.key)` for each word, remembered in `cache` (up to `_ID_CACHE_SIZE` keys)."""
-    values = []
-    for word in words:
-        value = cache.get(word.key)
-        if value is None:
-            value = compute(word.key)
-            if len(cache) < _ID_CACHE_SIZE:
-                cache[word.key] = value
-        values.append(value)
-    return values
-
-
 @dataclass(frozen=True)
 class ServedModel:
     """A loaded checkpoint with the name and version reported in every answer."""
@@ -53,20 +43,33 @@ class ServedModel:
     name: str
     version: str
     loaded_at: float = field(default_factory=time.time)
-    # word key -> id and word key -> character ids, filled as words are seen; only the thread (or
-    # process) that runs forward passes writes them
-    id_cache: dict[str, int] = field(default_factory=dict, repr=False)
-    char_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    # word key -> id and word key -> character ids, filled as words are seen, bounded in bytes; only
+    # the thread (or process) that runs forward passes uses them
+    id_cache: WordCache = field(default_factory=lambda: WordCache(CACHE_BYTES, CACHE_WORD_CHARS), repr=False)
+    char_cache: WordCache = field(default_factory=lambda: WordCache(CACHE_BYTES, CACHE_WORD_CHARS), repr=False)
+
+    @classmethod
+    def with_caches(
+        cls, tagger: LoadedTagger, name: str, version: str, cache_bytes: int, cache_word_chars: int
+    ) -> ServedModel:
+        """A served model whose two word caches hold at most `cache_bytes` each."""
+        return cls(
+            tagger=tagger,
+            name=name,
+            version=version,
+            id_cache=WordCache(cache_bytes, cache_word_chars),
+            char_cache=WordCache(cache_bytes, cache_word_chars),
+        )
 
     def encode(self, words: Sequence[Word]) -> list[int]:
         """Per word, its vocabulary id."""
         vocabulary = self.tagger.vocabulary
-        return _cached(self.id_cache, words, lambda key: vocabulary.encode([key])[0])
+        return self.id_cache.lookup((word.key for word in words), lambda key: vocabulary.encode([key])[0])
 
     def encode_characters(self, words: Sequence[Word]) -> list[list[int]]:
         """Per word, its character ids (the model's character list must exist)."""
         characters = self.tagger.characters
-        return _cached(self.char_cache, words, lambda key: encode_characters([key], characters)[0])
+        return self.char_cache.lookup((word.key for word in words), lambda key: encode_characters([key], characters)[0])
 
     @property
     def info(self) -> dict[str, str]:

@@ -39,6 +39,29 @@ class MetricsMiddleware:
             metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
 
 
+class HeaderLimitMiddleware:
+    """Refuses requests whose head (request line and headers) is over `max_header_bytes` with 431. The
+    HTTP server reads a head before this sees it; `python -m serving` bounds that read with the same
+    limit (uvicorn's h11 parser; httptools stops at 80 KiB)."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # ": " and CRLF
+            if size > self.max_header_bytes:
+                limit = f"the limit is {self.max_header_bytes} (SLOTFILL_MAX_HEADER_BYTES)"
+                message = f"request headers are {size} bytes; {limit}"
+                response = error_response(431, "headers_too_large", message)
+                await send({"type": "http.response.start", "status": 431, "headers": response.raw_headers})
+                await send({"type": "http.response.body", "body": response.body})
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_body_bytes` with 413: by their declared length before reading
     them, and chunked bodies as soon as what has arrived passes the limit."""

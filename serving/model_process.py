@@ -33,7 +33,14 @@ from typing import Any
 import torch
 
 from models.checkpoint import CheckpointError, load_bundle
-from serving.inference import ServedModel, freeze_long_lived_objects, score_rows, warm_up
+from serving.inference import (
+    CACHE_BYTES,
+    CACHE_WORD_CHARS,
+    ServedModel,
+    freeze_long_lived_objects,
+    score_rows,
+    warm_up,
+)
 
 log = logging.getLogger("serving.model_process")
 
@@ -45,7 +52,13 @@ class ModelProcessError(RuntimeError):
     """The child process died, hung, or failed a forward pass."""
 
 
-def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -> None:
+def _child_main(
+    connection: Connection,
+    torch_threads: int,
+    intent_top_k: int,
+    cache_bytes: int = CACHE_BYTES,
+    cache_word_chars: int = CACHE_WORD_CHARS,
+) -> None:
     """The child's loop: `("load", path, sha256)`, `("score", sha256, items)` or `("stop",)` in,
     `("ok", payload)` or `("error", message)` out, one answer per message, in order. A score's
     payload is `(rows, seconds the pass took)`."""
@@ -66,7 +79,7 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
                 tagger = load_bundle(path)
                 if tagger.sha256 != sha256:
                     raise CheckpointError(f"{path} changed while it was being loaded; reload again")
-                served = ServedModel(tagger=tagger, name="", version=sha256[:12])
+                served = ServedModel.with_caches(tagger, "", sha256[:12], cache_bytes, cache_word_chars)
                 warm_up(served, intent_top_k)
                 models.pop(sha256, None)
                 models[sha256] = served
@@ -96,6 +109,7 @@ class _Link:
     pending: deque[Future[Any]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)  # a send and its future go in together
     closed: bool = False
+    stopping: bool = False  # the parent asked it to stop: its exit is no crash
 
 
 def _receive(link: _Link) -> None:
@@ -112,9 +126,13 @@ def _receive(link: _Link) -> None:
             future.set_result(payload)
         else:
             future.set_exception(ModelProcessError(payload))
+    link.process.join(1)  # the pipe closes as the child exits; its exit code follows
     with link.lock:
         link.closed = True
         code = link.process.exitcode
+        if not link.stopping:
+            log.error("the model process (pid %s) exited with code %s; %d batches in flight fail with 503, "
+                      "the next batch starts a new one", link.process.pid, code, len(link.pending))  # fmt: skip
         while link.pending:
             link.pending.popleft().set_exception(ModelProcessError(f"the model process has exited (code {code})"))
 
@@ -123,9 +141,17 @@ class ModelProcess:
     """Parent-side handle of the child. `submit_score` returns a future at once; `load` and `score`
     block until the child answers. Safe to call from several threads."""
 
-    def __init__(self, torch_threads: int = 1, intent_top_k: int = 3) -> None:
+    def __init__(
+        self,
+        torch_threads: int = 1,
+        intent_top_k: int = 3,
+        cache_bytes: int = CACHE_BYTES,
+        cache_word_chars: int = CACHE_WORD_CHARS,
+    ) -> None:
         self.torch_threads = torch_threads
         self.intent_top_k = intent_top_k
+        self.cache_bytes = cache_bytes
+        self.cache_word_chars = cache_word_chars
         self._start()
 
     def _start(self) -> None:
@@ -133,7 +159,7 @@ class ModelProcess:
         connection, child_end = context.Pipe()
         process = context.Process(
             target=_child_main,
-            args=(child_end, self.torch_threads, self.intent_top_k),
+            args=(child_end, self.torch_threads, self.intent_top_k, self.cache_bytes, self.cache_word_chars),
             name="slotfill-model",
             daemon=True,
         )
@@ -158,6 +184,7 @@ class ModelProcess:
     def restart(self) -> None:
         self._kill()
         self._start()
+        log.info("model process restarted (pid %s)", self.pid)
 
     def _send(self, message: tuple[Any, ...]) -> Future[Any]:
         link = self._link
@@ -177,6 +204,7 @@ class ModelProcess:
         try:
             return future.result(timeout)
         except FutureTimeout:
+            log.error("the model process did not answer within %.0f s; killing it", timeout)
             self._kill()  # a hung child: the reader then fails everything still waiting
             raise ModelProcessError(f"the model process did not answer within {timeout:.0f} s") from None
 
@@ -199,6 +227,7 @@ class ModelProcess:
 
     def close(self, timeout: float = 5.0) -> None:
         link = self._link
+        link.stopping = True
         try:
             self._wait(self._send(("stop",)), timeout)
         except ModelProcessError:
@@ -208,6 +237,7 @@ class ModelProcess:
         link.connection.close()
 
     def _kill(self) -> None:
+        self._link.stopping = True
         process = self._link.process
         if process.is_alive():
             process.terminate()

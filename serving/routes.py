@@ -6,77 +6,89 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from models.checkpoint import CheckpointError
-from models.text import InputError, tokenize, words_from_tokens
 from serving import metrics
-from serving.errors import ERRORS, ApiError, json_response
+from serving.errors import ERRORS, JSON, ApiError, json_bytes, json_response
 from serving.inference import Prepared, Scores, decode
+from serving.intake import read_batch, read_tag
+from serving.model_process import ModelProcessError
 from serving.schemas import (
-    BatchRequest,
     BatchResponse,
     ErrorResponse,
     ModelDescription,
     ReloadResponse,
     Status,
-    TagRequest,
     TagResponse,
 )
 from serving.state import ServingState
 
 log = logging.getLogger("serving.routes")
+T = TypeVar("T")
 
 
 def _state(request: Request) -> ServingState:
     return request.app.state.serving
 
 
-def prepare(request: TagRequest, state: ServingState, where: str = "") -> Prepared:
-    """Validate one utterance against the limits and split it into words (422 on bad input)."""
-    settings = state.settings
-    try:
-        if request.text is not None:
-            text = request.text
-            if len(text) > settings.max_chars:
-                raise InputError(
-                    f"text has {len(text)} characters; the limit is {settings.max_chars} (SLOTFILL_MAX_CHARS)"
-                )
-            if not text.strip():
-                raise InputError("text is empty or only whitespace")
-            words = tokenize(text)
-            if not words:
-                raise InputError("text holds no words (only punctuation or control characters)")
-        else:
-            tokens = request.tokens or []
-            if not tokens:
-                raise InputError("tokens is empty")
-            if len(tokens) > settings.max_words:
-                raise InputError(f"{len(tokens)} tokens; the limit is {settings.max_words} words (SLOTFILL_MAX_WORDS)")
-            text, words = words_from_tokens(tokens)
-            if len(text) > settings.max_chars:
-                raise InputError(
-                    f"tokens join to {len(text)} characters; the limit is {settings.max_chars} (SLOTFILL_MAX_CHARS)"
-                )
-        if len(words) > settings.max_words:
-            raise InputError(f"text has {len(words)} words; the limit is {settings.max_words} (SLOTFILL_MAX_WORDS)")
-    except InputError as error:
-        raise ApiError(422, "invalid_input", f"{where}{error}") from None
-    return Prepared(text, words)
+# Requests with more words than this decode their answers (and parse bodies over _OFFLOAD_BYTES) on
+# a worker thread, so the event loop keeps answering small requests meanwhile.
+_OFFLOAD_WORDS = 256
+_OFFLOAD_BYTES = 32 * 1024
+_RETRY_AFTER_S = "1"
 
 
-async def _infer(state: ServingState, items: list[Prepared]) -> list[dict[str, Any]]:
+async def _infer(state: ServingState, items: list[Prepared]) -> list[Scores]:
     predictor = state.predictor
     if not predictor.ready:
         raise ApiError(503, "not_ready", "the model is not loaded yet; retry when /readyz answers 200")
     loop = asyncio.get_running_loop()
     future: asyncio.Future[list[Scores]] = loop.create_future()
     predictor.submit(items, future, loop)
-    return [decode(scores) for scores in await future]
+    try:
+        return await future
+    except ModelProcessError:
+        # the model process died (or hung and was stopped) with this request in flight; the next
+        # batch starts a new one, so the same request is worth sending again
+        raise ApiError(
+            503,
+            "model_unavailable",
+            "the model process stopped while tagging this request; retry",
+            {"Retry-After": _RETRY_AFTER_S},
+        ) from None
+
+
+async def _off_loop(big: bool, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` on a worker thread when `big`, else right here."""
+    if big:
+        return await anyio.to_thread.run_sync(function, *args)
+    return function(*args)
+
+
+def _tag_body(scores: Scores) -> bytes:
+    return json_bytes(decode(scores))
+
+
+def _batch_body(results: list[Scores]) -> bytes:
+    answers = [decode(scores) for scores in results]
+    return json_bytes({"results": answers, "model": answers[0]["model"]})
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself (the app adds the schema)."""
+    content = {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_TAG_BODY = _json_body("TagRequest")
+_BATCH_BODY = _json_body("BatchRequest")
 
 
 router = APIRouter()
@@ -91,33 +103,43 @@ async def livez() -> Status:
 async def readyz(request: Request) -> Any:
     state = _state(request)
     if not state.predictor.ready:
-        reason = getattr(state, "load_error", None)
-        message = f"the model is not loaded: {reason}" if reason else "the model is not loaded yet"
-        raise ApiError(503, "not_ready", message)
+        # the reason in short; what went wrong, with the file, is in the log
+        reason = "the checkpoint could not be loaded" if state.load_error else "the model is loading"
+        raise ApiError(503, "not_ready", f"not ready: {reason}")
     return Status(status="ready")
 
 
-@router.post("/v1/tag", response_model=TagResponse, responses=ERRORS, summary="Tag one utterance")
-async def tag(body: TagRequest, request: Request) -> Response:
+@router.post(
+    "/v1/tag", response_model=TagResponse, responses=ERRORS, summary="Tag one utterance", openapi_extra=_TAG_BODY
+)
+async def tag(request: Request) -> Response:
+    """Body: a `TagRequest` (`{"text": ...}` or `{"tokens": [...]}`)."""
     state = _state(request)
-    results = await _infer(state, [prepare(body, state)])
-    return json_response(results[0])
+    body = await request.body()
+    item = read_tag(body, request.headers.get("content-type"), state.settings)
+    (scores,) = await _infer(state, [item])
+    return Response(await _off_loop(len(item.words) > _OFFLOAD_WORDS, _tag_body, scores), media_type=JSON)
 
 
-@router.post("/v1/tag/batch", response_model=BatchResponse, responses=ERRORS, summary="Tag many utterances at once")
-async def tag_batch(body: BatchRequest, request: Request) -> Response:
-    """All items run in one batched forward pass; results come back in input order."""
+@router.post(
+    "/v1/tag/batch",
+    response_model=BatchResponse,
+    responses=ERRORS,
+    summary="Tag many utterances at once",
+    openapi_extra=_BATCH_BODY,
+)
+async def tag_batch(request: Request) -> Response:
+    """Body: `{"items": [TagRequest, ...]}`. Results come back in input order. A batch of more than
+    SLOTFILL_CHUNK_WORDS padded words runs as several forward passes, between which smaller requests
+    are served."""
     state = _state(request)
-    limit = state.settings.max_batch_items
-    if not body.items:
-        raise ApiError(422, "invalid_input", "items is empty; send at least one utterance")
-    if len(body.items) > limit:
-        raise ApiError(
-            422, "invalid_input", f"batch has {len(body.items)} items; the limit is {limit} (SLOTFILL_MAX_BATCH_ITEMS)"
-        )
-    items = [prepare(item, state, where=f"items[{i}]: ") for i, item in enumerate(body.items)]
+    body = await request.body()
+    content_type = request.headers.get("content-type")
+    items = await _off_loop(len(body) > _OFFLOAD_BYTES, read_batch, body, content_type, state.settings)
+    del body
     results = await _infer(state, items)
-    return json_response({"results": results, "model": results[0]["model"]})
+    big = sum(len(item.words) for item in items) > _OFFLOAD_WORDS
+    return Response(await _off_loop(big, _batch_body, results), media_type=JSON)
 
 
 @router.get("/v1/model", response_model=ModelDescription, responses={503: ERRORS[503]}, summary="The served model")

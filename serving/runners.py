@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from serving.inference import Prepared, ServedModel, score_rows, warm_up
+from serving.inference import CACHE_BYTES, CACHE_WORD_CHARS, Prepared, ServedModel, score_rows, warm_up
 from serving.model_process import ModelProcess
 
 log = logging.getLogger("serving.runners")
@@ -64,7 +64,14 @@ class ProcessRunner:
     """Sends batches to the model process. A dead child is replaced (and loaded with the model of the
     batch) before the next batch is sent; the batches it was running fail."""
 
-    def __init__(self, torch_threads: int = 1, intent_top_k: int = 3, places: int = 2) -> None:
+    def __init__(
+        self,
+        torch_threads: int = 1,
+        intent_top_k: int = 3,
+        places: int = 2,
+        cache_bytes: int = CACHE_BYTES,
+        cache_word_chars: int = CACHE_WORD_CHARS,
+    ) -> None:
         if places < 1:
             raise ValueError(f"batches in flight must be at least 1, got {places}")
         # With 2, the next batch waits in the pipe while one runs, so the child never waits for this
@@ -72,13 +79,15 @@ class ProcessRunner:
         self.places = places
         self.torch_threads = torch_threads
         self.intent_top_k = intent_top_k
+        self.cache_bytes = cache_bytes
+        self.cache_word_chars = cache_word_chars
         self._process: ModelProcess | None = None
 
     @property
     def process(self) -> ModelProcess:
         """The child, started on first use."""
         if self._process is None:
-            self._process = ModelProcess(torch_threads=self.torch_threads, intent_top_k=self.intent_top_k)
+            self._process = ModelProcess(self.torch_threads, self.intent_top_k, self.cache_bytes, self.cache_word_chars)
         return self._process
 
     def load(self, served: ServedModel) -> None:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("serving.settings")
+
+# The shortest admin key accepted: 16 characters (about 95 bits drawn from printable ASCII) is out of
+# reach of guessing over HTTP, and refuses placeholders such as "changeme" or "secret".
+MIN_ADMIN_KEY_CHARS = 16
+
+# The most bytes one character of a text can take in a JSON body: a character outside the BMP written
+# as an escaped surrogate pair, `\ud83d\ude00`.
+_JSON_BYTES_PER_CHAR = 12
+# Per token of a `tokens` list: its two quotes and the comma; per item: braces, key and slack.
+_JSON_BYTES_PER_TOKEN = 4
+_JSON_BYTES_PER_ITEM = 64
 
 
 class Settings(BaseSettings):
@@ -23,6 +37,17 @@ class Settings(BaseSettings):
     http: Literal["auto", "h11", "httptools"] = "auto"
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text (time, level, logger, message) or as JSON objects, one a line"
+    )
+    docs: bool = Field(
+        False,
+        description="serve the OpenAPI UI at /docs and /redoc (their scripts come from a CDN, so they need "
+        "the browser to reach it); /openapi.json is always served",
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request head (request line and headers) accepted; larger get 431"
+    )
 
     model_process: bool = Field(
         True,
@@ -53,7 +78,64 @@ class Settings(BaseSettings):
     max_chars: int = Field(1000, ge=1, description="most characters in one text")
     max_words: int = Field(200, ge=1, description="most words in one text")
     max_batch_items: int = Field(64, ge=1, description="most items in one /v1/tag/batch request")
-    max_body_bytes: int = Field(1 << 20, ge=64, description="largest request body accepted, in bytes")
+    max_batch_words: int = Field(4096, ge=1, description="most words in one /v1/tag/batch request, all items together")
+    max_body_bytes: int | None = Field(
+        None,
+        ge=64,
+        description="largest request body accepted, in bytes; default: the largest legitimate batch "
+        "(max_batch_items texts of max_chars characters, each written as a JSON escape)",
+    )
+    chunk_words: int = Field(
+        512,
+        ge=1,
+        description="a request with more words than this is split into forward passes of at most this many "
+        "(padded) words, and requests at most this big go first, so small requests never wait behind a whole "
+        "big batch",
+    )
+    word_cache_bytes: int = Field(
+        8 << 20, ge=0, description="memory for each of the two word caches (word ids, character ids), in bytes"
+    )
+    cache_word_chars: int = Field(
+        64, ge=1, description="words whose normalised form is longer are looked up every time, never cached"
+    )
     intent_top_k: int = Field(3, ge=1, description="length of intent_ranking")
 
-    admin_api_key: SecretStr | None = Field(None, description="key for /v1/admin/reload; reload is off when unset")
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description=f"key for /v1/admin/reload, at least {MIN_ADMIN_KEY_CHARS} characters (surrounding "
+        "whitespace is stripped); reload is off when unset or empty",
+    )
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _clean_admin_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is None:
+            return None
+        raw = key.get_secret_value()
+        value = raw.strip()
+        if value != raw:
+            log.warning("SLOTFILL_ADMIN_API_KEY: %d surrounding whitespace characters stripped", len(raw) - len(value))
+        return SecretStr(value) if value else None
+
+    @model_validator(mode="after")
+    def _derive_body_limit(self) -> Settings:
+        if self.max_body_bytes is None:
+            per_item = self.max_chars * _JSON_BYTES_PER_CHAR + self.max_words * _JSON_BYTES_PER_TOKEN
+            self.max_body_bytes = self.max_batch_items * (per_item + _JSON_BYTES_PER_ITEM) + 1024
+        return self
+
+    def check(self) -> None:
+        """Refuse settings the service must not start with (raises `ValueError`; the message never
+        holds the key itself, unlike pydantic's, which is why this is not a validator)."""
+        key = self.admin_api_key
+        if key is not None and len(key.get_secret_value()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"SLOTFILL_ADMIN_API_KEY has {len(key.get_secret_value())} characters; at least "
+                f"{MIN_ADMIN_KEY_CHARS} are required (unset it to disable reload)"
+            )
+
+    @property
+    def body_limit(self) -> int:
+        """`max_body_bytes`, always set after validation."""
+        assert self.max_body_bytes is not None
+        return self.max_body_bytes

@@ -37,6 +37,9 @@ class ServingState:
             on_batch=metrics.observe_batch,
             model_process=settings.model_process,
             batches_in_flight=settings.model_batches_in_flight,
+            chunk_words=settings.chunk_words,
+            cache_bytes=settings.word_cache_bytes,
+            cache_word_chars=settings.cache_word_chars,
         )
 
     def checkpoint_path(self) -> Path:
@@ -54,6 +57,7 @@ class ServingState:
             raise
         self.load_error = None
         metrics.RELOADS.labels("ok").inc()
+        log.info("reloaded: serving %s version %s", served.name, served.version)
         return served
 
     def reload_in_background(self) -> None:

@@ -11,7 +11,7 @@ from models.checkpoint import read_bundle, save_bundle
 from serving.app import create_app
 from serving.settings import Settings
 
-ADMIN_KEY = "test-admin-key"
+ADMIN_KEY = "test-admin-key-0123456789"
 
 
 def biased_checkpoint(source: Path, tag: str, path: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.checkpoint import file_sha256
 from serving import tag_cli
 from tests.serving.serving_helpers import free_port, metric_value
 
@@ -148,7 +149,7 @@ def test_entry_point_on_a_missing_checkpoint_is_up_but_not_ready_until_reload(
 ) -> None:
     served = tmp_path / "nope.ckpt"
     port = free_port()
-    env = {**os.environ, "SLOTFILL_LOG_LEVEL": "warning"}
+    env = {**os.environ, "SLOTFILL_LOG_LEVEL": "info", "SLOTFILL_LOG_FORMAT": "json"}
     command = [sys.executable, "-m", "serving", "--checkpoint", str(served), "--port", str(port)]
     server = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -162,8 +163,11 @@ def test_entry_point_on_a_missing_checkpoint_is_up_but_not_ready_until_reload(
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "server never answered"
                 time.sleep(0.2)
-        assert response.status_code == 503 and "nope.ckpt" in response.json()["error"]["message"]
+        assert response.status_code == 503
+        assert response.json()["error"]["message"] == "not ready: the checkpoint could not be loaded"  # no path
         assert httpx.post(f"{base}/v1/tag", json={"text": "boston"}, timeout=5).status_code == 503
+        big_head = httpx.get(f"{base}/livez", headers={"x-pad": "a" * 20_000}, timeout=5)
+        assert big_head.status_code == 431, big_head.text
         shutil.copyfile(tiny_checkpoint, served)  # the checkpoint arrives; SIGHUP loads it
         server.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
@@ -174,7 +178,12 @@ def test_entry_point_on_a_missing_checkpoint_is_up_but_not_ready_until_reload(
     finally:
         server.terminate()
         server.wait(20)
-    assert "nope.ckpt" in server.stderr.read()  # the reason is logged
+    lines = [json.loads(line) for line in server.stderr.read().splitlines() if line.strip()]  # JSON, every one
+    ours = [(line["level"], line["message"]) for line in lines if line["logger"].startswith("serving")]
+    (started,) = [message for level, message in ours if level == "ERROR" and message.startswith("started, not ready:")]
+    assert "nope.ckpt" in started  # the reason and the file: in the log
+    assert ("INFO", "reloaded: serving slotfill-bilstm version " + file_sha256(served)[:12]) in ours
+    assert all(line["time"].endswith("Z") for line in lines)
 
 
 def test_tag_cli_prints_words_and_slots(all_city_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
