@@ -32,17 +32,19 @@ from bench_serving import HOST, REPO, _child_pids, free_port, load_sentences, re
 HOSTILE_CHAR = "\ufdfa"  # NFKC: 18 characters
 
 
+def process_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its children, in MB (Linux /proc)."""
-    total = 0
-    for process in [pid, *_child_pids(pid)]:
-        try:
-            for line in Path(f"/proc/{process}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    return sum(process_rss_mb(process) for process in [pid, *_child_pids(pid)])
 
 
 def unique_word(serial: int, length: int = 1000) -> str:
@@ -80,12 +82,13 @@ async def hostile(port: int, pid: int, requests: int, connections: int) -> dict:
         finally:
             writer.close()
 
-    before = rss_mb(pid)
+    before, server_before = rss_mb(pid), process_rss_mb(pid)
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
     seconds = time.perf_counter() - started
-    after = rss_mb(pid)
+    after, server_after = rss_mb(pid), process_rss_mb(pid)
     return {
+        "server_alone_mb": [round(server_before, 1), round(server_after, 1)],
         "requests": requests,
         "statuses": statuses,
         "seconds": round(seconds, 1),
@@ -132,9 +135,9 @@ async def varied(port: int, pid: int, duration: float, every: float, connections
     async def sampler() -> None:
         started = time.perf_counter()
         while time.perf_counter() < stop_at:
-            samples.append((round(time.perf_counter() - started), round(rss_mb(pid), 1)))
+            samples.append((round(time.perf_counter() - started), round(rss_mb(pid), 1), round(process_rss_mb(pid), 1)))
             await asyncio.sleep(every)
-        samples.append((round(time.perf_counter() - started), round(rss_mb(pid), 1)))
+        samples.append((round(time.perf_counter() - started), round(rss_mb(pid), 1), round(process_rss_mb(pid), 1)))
 
     await asyncio.gather(sampler(), *(client() for _ in range(connections)))
     third = max(1, len(samples) // 3)
@@ -142,8 +145,9 @@ async def varied(port: int, pid: int, duration: float, every: float, connections
         "duration_s": duration,
         "statuses": statuses,
         "rss_samples_mb": samples,
-        "first_third_max_mb": max(rss for _, rss in samples[:third]),
-        "last_third_max_mb": max(rss for _, rss in samples[-third:]),
+        "samples": "[seconds, server + model process MB, server alone MB]",
+        "first_third_max_mb": max(sample[1] for sample in samples[:third]),
+        "last_third_max_mb": max(sample[1] for sample in samples[-third:]),
     }
 
 

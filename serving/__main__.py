@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # before torch loads (uvicorn imports the app later): bounds oneDNN's per-shape cache, as in the
+    # model process (serving.model_process.bound_onednn_cache; not imported here, it imports torch)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
     for name, variable in _FLAGS.items():
         value = getattr(args, name)
         if value is not None:
