@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.cells import SCRN, ClockworkRNN, irnn
-from models.decoding import LinearChainCRF, bio_constraints, penalties, viterbi
+from models.decoding import LinearChainCRF, bio_constraints, decode_tags
 from models.loss import IGNORE_INDEX, slot_loss
 from models.vocab import Vocabulary
 
@@ -471,28 +471,8 @@ class RecurrentTagger(nn.Module):
 
     def decode(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BIO-valid tag ids (B, T) and each chosen tag's probability (B, T): its softmax probability
-        with `softmax`, its CRF marginal with `crf`. Pads get tag 0."""
-        if self.crf is not None:
-            tag_ids = self.crf.decode(tag_logits, mask, self.allowed_start, self.allowed_transitions)
-            probabilities = self.tag_distribution(tag_logits, mask)
-        else:
-            log_probs = torch.log_softmax(tag_logits.float(), dim=-1)
-            tag_ids = log_probs.argmax(dim=-1).masked_fill(~mask, 0)
-            # The arg-max path is the best path overall, so where it is valid it is also the best
-            # valid one; Viterbi runs only for the sentences whose arg-max breaks a BIO rule.
-            invalid = self._invalid_rows(tag_ids, mask)
-            if invalid.any():
-                start, transitions = penalties(self.allowed_start), penalties(self.allowed_transitions)
-                end = torch.zeros(log_probs.size(-1), device=log_probs.device)
-                tag_ids[invalid] = viterbi(log_probs[invalid], mask[invalid], start, transitions, end)
-            probabilities = log_probs.exp()
-        return tag_ids, probabilities.gather(2, tag_ids.unsqueeze(2)).squeeze(2)
-
-    def _invalid_rows(self, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: which sentences' tag sequences break a BIO rule."""
-        bad_start = ~self.allowed_start[tag_ids[:, 0]]
-        bad_step = ~self.allowed_transitions[tag_ids[:, :-1], tag_ids[:, 1:]] & mask[:, 1:]
-        return bad_start | bad_step.any(dim=1)
+        with `softmax`, its CRF marginal with `crf` (`models.decoding.decode_tags`). Pads get tag 0."""
+        return decode_tags(tag_logits, mask, self.allowed_start, self.allowed_transitions, self.crf)
 
     def intent_logits(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, H') states and (B, T) mask -> (B, num_intents) intent logits."""
