@@ -219,29 +219,32 @@ class CharacterBiLSTM(nn.Module):
         batch, steps, chars = char_ids.shape
         flat = char_ids.reshape(batch * steps, chars)
         lengths = (flat != Vocabulary.pad_id).sum(dim=1)
+        if torch.onnx.is_in_onnx_export():
+            # Every word over all C characters, pads included: no shape that depends on the values,
+            # which a trace would freeze. The same features: each is read at its word's own length.
+            features = self._features(flat, lengths, chars)
+            return features.masked_fill((lengths == 0).unsqueeze(1), 0.0).reshape(batch, steps, self.channels)
         real = lengths > 0
         out = self.embedding.weight.new_zeros(batch * steps, self.channels)
         if not bool(real.any()):
             return out.reshape(batch, steps, self.channels)
-        words, lengths = flat[real], lengths[real]
         # Trailing pads never reach a word's features (the forward state is read at its last
         # character, the backward LSTM reads it reversed from the start); trimming them saves steps.
+        lengths = lengths[real]
         longest = int(lengths.max())
-        embedded = self.embedding(words[:, :longest])  # (N, L, E)
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1)
-        forward_states, _ = self.forward_lstm(embedded)
-        reverse = reversal_index(lengths, longest)
-        backward_states, _ = self.backward_lstm(_gather_time(embedded, reverse))
-        width = self.channels // 2
-        features = torch.cat(
-            [
-                forward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
-                backward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
-            ],
-            dim=-1,
-        )
-        out[real] = features
+        out[real] = self._features(flat[real][:, :longest], lengths, longest)
         return out.reshape(batch, steps, self.channels)
+
+    def _features(self, words: torch.Tensor, lengths: torch.Tensor, longest: int) -> torch.Tensor:
+        """(N, L) character ids of N words and their (N,) lengths -> (N, channels)."""
+        embedded = self.embedding(words)  # (N, L, E)
+        forward_states, _ = self.forward_lstm(embedded)
+        backward_states, _ = self.backward_lstm(_gather_time(embedded, reversal_index(lengths, longest)))
+        # Each word's state after its last character: (N, 1, width) index along time.
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.channels // 2)
+        return torch.cat(
+            [forward_states.gather(1, last).squeeze(1), backward_states.gather(1, last).squeeze(1)], dim=-1
+        )
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
