@@ -50,6 +50,7 @@ class ServingState:
             on_batch=metrics.observe_batch,
             model_process=settings.model_process,
             batches_in_flight=settings.model_batches_in_flight,
+            backend=settings.backend,
         )
 
     def checkpoint_path(self) -> Path:

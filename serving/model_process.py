@@ -42,13 +42,13 @@ class ModelProcessError(RuntimeError):
     """The child process died, hung, or failed a forward pass."""
 
 
-def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -> None:
+def _child_main(connection: Connection, torch_threads: int, intent_top_k: int, backend: str | None = None) -> None:
     """The child's loop: `("load", path, sha256)`, `("score", sha256, items)` or `("stop",)` in,
     `("ok", payload)` or `("error", message)` out, one answer per message, in order. A score's
     payload is `(rows, seconds the pass took)`."""
     import torch
 
-    from models.checkpoint import load_bundle
+    from serving.onnx_backend import load_tagger
     from serving.predictor import ServedModel, freeze_long_lived_objects, score_rows, warm_up
 
     torch.set_num_threads(torch_threads)
@@ -65,7 +65,7 @@ def _child_main(connection: Connection, torch_threads: int, intent_top_k: int) -
                 return
             if kind == "load":
                 _, path, sha256 = message
-                tagger = load_bundle(path)
+                tagger = load_tagger(path, backend, torch_threads)
                 if tagger.sha256 != sha256:
                     raise CheckpointError(f"{path} changed while it was being loaded; reload again")
                 served = ServedModel(tagger=tagger, name="", version=sha256[:12])
@@ -125,9 +125,10 @@ class ModelProcess:
     """Parent-side handle of the child. `submit_score` returns a future at once; `load` and `score`
     block until the child answers. Safe to call from several threads."""
 
-    def __init__(self, torch_threads: int = 1, intent_top_k: int = 3) -> None:
+    def __init__(self, torch_threads: int = 1, intent_top_k: int = 3, backend: str | None = None) -> None:
         self.torch_threads = torch_threads
         self.intent_top_k = intent_top_k
+        self.backend = backend
         self._start()
 
     def _start(self) -> None:
@@ -135,7 +136,7 @@ class ModelProcess:
         connection, child_end = context.Pipe()
         process = context.Process(
             target=_child_main,
-            args=(child_end, self.torch_threads, self.intent_top_k),
+            args=(child_end, self.torch_threads, self.intent_top_k, self.backend),
             name="slotfill-model",
             daemon=True,
         )

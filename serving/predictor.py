@@ -24,10 +24,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from models.checkpoint import LoadedTagger, load_bundle
+from models.checkpoint import LoadedTagger
 from models.spans import bio_to_spans
 from models.vocab import encode_characters, pad_characters, pad_token_ids
 from serving.model_process import ModelProcess
+from serving.onnx_backend import backend_of, load_tagger
 
 log = logging.getLogger("serving.predictor")
 
@@ -186,6 +187,7 @@ class ServedModel:
             "checkpoint": Path(self.tagger.path).name,
             "checkpoint_sha256": self.tagger.sha256,
             "created_at": self.tagger.created_at,
+            "backend": backend_of(self.tagger),
         }
 
 
@@ -235,8 +237,10 @@ class Predictor:
         on_batch: Callable[[int, float], None] | None = None,
         model_process: bool = False,
         batches_in_flight: int = 2,
+        backend: str | None = None,
     ) -> None:
         self.torch_threads = torch_threads
+        self.backend = backend  # torch, onnx, or None: the one the file needs (serving.onnx_backend)
         self.model_process = model_process
         self.max_batch_sentences = max_batch_sentences
         self.batch_wait_s = batch_wait_s
@@ -268,7 +272,7 @@ class Predictor:
         """Load, warm up and then swap in the checkpoint at `path`. Raises `CheckpointError` and leaves
         the current model serving when the file is missing or broken."""
         with self._load_lock:
-            tagger = load_bundle(path)
+            tagger = load_tagger(path, self.backend, self.torch_threads)
             config = tagger.config
             name = self.model_name or f"slotfill-{'bi' if config.bidirectional else ''}{config.cell}"
             served = ServedModel(tagger=tagger, name=name, version=tagger.sha256[:12])
@@ -290,7 +294,7 @@ class Predictor:
 
     def _model_process(self) -> ModelProcess:
         if self._process is None:
-            self._process = ModelProcess(torch_threads=self.torch_threads, intent_top_k=self.intent_top_k)
+            self._process = ModelProcess(self.torch_threads, self.intent_top_k, self.backend)
         return self._process
 
     # -- inference thread ----------------------------------------------------------------------------
