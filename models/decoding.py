@@ -62,25 +62,25 @@ class _PrunedMaxPlus:
     step.
     """
 
-    def __init__(self, transitions: torch.Tensor, top: int) -> None:
+    def __init__(self, transitions: torch.Tensor, top: int, partners: int = 2) -> None:
         size = transitions.size(0)
         self.top = min(top, size - 1)
+        self.partners = min(partners, size - 1)
         ranked, rows = transitions.sort(dim=0, descending=True)  # per column, rows by transition score
-        partners = min(2, size)
-        self.partner_rows = [rows[p].contiguous() for p in range(partners)]  # (K,) each
-        self.partner_scores = [ranked[p].contiguous() for p in range(partners)]
-        self.bound = ranked[partners] if size > partners else None  # (K,): the largest other transition
+        self.partner_rows = rows[: self.partners].reshape(-1)  # (P * K,): partner p of column j at p * K + j
+        self.partner_scores = ranked[: self.partners]  # (P, K)
+        self.bound = ranked[self.partners]  # (K,): each column's largest transition from any other row
         self.transitions = transitions
 
     def __call__(self, best: torch.Tensor) -> torch.Tensor | None:
-        if self.bound is None or self.top < 1:
+        if self.top < 1:
             return None
         batch, size = best.shape
         top_scores, top_rows = best.topk(self.top + 1, dim=1)  # (B, top + 1)
-        rows = self.transitions.index_select(0, top_rows[:, : self.top].reshape(-1)).view(batch, self.top, size)
-        reached = (top_scores[:, : self.top].unsqueeze(2) + rows).amax(dim=1)  # (B, K)
-        for partner, scores in zip(self.partner_rows, self.partner_scores):
-            reached = torch.maximum(reached, best.index_select(1, partner) + scores)
+        kept = self.transitions.index_select(0, top_rows[:, : self.top].reshape(-1)).view(batch, self.top, size)
+        kept = kept + top_scores[:, : self.top].unsqueeze(2)  # (B, top, K)
+        partners = best.index_select(1, self.partner_rows).view(batch, self.partners, size) + self.partner_scores
+        reached = torch.cat([kept, partners], dim=1).amax(dim=1)  # (B, K)
         if not bool((reached > top_scores[:, self.top :] + self.bound).all()):
             return None
         return reached
@@ -204,28 +204,29 @@ class LinearChainCRF(nn.Module):
         """
         start, transitions = self.constrained(allowed_start, allowed)
         values = scores.detach().double()
+        batch, steps, size = values.shape
         # Each word's emission factors, scaled so the largest is 1; forbidden transitions give 0.
         emissions = torch.exp(values - values.amax(dim=2, keepdim=True))  # (B, T, K)
         weights = transitions.detach().double().exp()  # [previous, next]
         start = start.detach().double()
         end = self.end.detach().double()
-        alpha = torch.exp(start - start.amax()) * emissions[:, 0]
-        alpha = alpha / alpha.sum(dim=1, keepdim=True).clamp_min(_TINY)
-        alphas = [alpha]
-        for t in range(1, values.size(1)):  # past a sentence's end alpha is never read
-            alpha = (alpha @ weights) * emissions[:, t]
-            alpha = alpha / alpha.sum(dim=1, keepdim=True).clamp_min(_TINY)
-            alphas.append(alpha)
-        beta = torch.exp(end - end.amax()).expand(values.size(0), -1)
-        betas = [beta]
-        backward = weights.t().contiguous()
-        for t in range(values.size(1) - 2, -1, -1):
-            step = (beta * emissions[:, t + 1]) @ backward
-            step = step / step.sum(dim=1, keepdim=True).clamp_min(_TINY)
-            beta = torch.where(mask[:, t + 1].unsqueeze(1), step, beta)
-            betas.append(beta)
-        betas.reverse()
-        joint = torch.stack(alphas, dim=1) * torch.stack(betas, dim=1)
+        # Both recursions step together as one batched product: u_t = (u_{t-1} * E_{t-1}) @ W, the
+        # forward scores before word t's emission (alpha_t = u_t * E_t), and from the end
+        # beta_t = (beta_{t+1} * E_{t+1}) @ W^T, which past a sentence's end stays exp(end).
+        pair = torch.stack([weights, weights.t()])  # (2, K, K)
+        state = torch.stack([torch.exp(start - start.amax()), torch.exp(end - end.amax())]).unsqueeze(1)
+        state = state.expand(2, batch, size)
+        factors = torch.stack([emissions[:, :-1], emissions.flip(1)[:, :-1]]).permute(2, 0, 1, 3).contiguous()
+        real = mask[:, 1:].flip(1)  # step i updates beta_{T-2-i} only if word T-1-i is real
+        keep = torch.stack([torch.ones_like(real), real]).permute(2, 0, 1).unsqueeze(3)  # (T-1, 2, B, 1)
+        states = [state]
+        for i in range(steps - 1):
+            step = torch.bmm(state * factors[i], pair)
+            step = step / step.sum(dim=2, keepdim=True).clamp_min(_TINY)
+            state = torch.where(keep[i], step, state)
+            states.append(state)
+        stacked = torch.stack(states, dim=2)  # (2, B, T, K): u_0..u_{T-1}, beta_{T-1}..beta_0
+        joint = stacked[0] * emissions * stacked[1].flip(1)
         return (joint / joint.sum(dim=2, keepdim=True).clamp_min(_TINY)).to(scores.dtype)
 
     def decode(
