@@ -220,10 +220,13 @@ class CharacterBiLSTM(nn.Module):
         flat = char_ids.reshape(batch * steps, chars)
         lengths = (flat != Vocabulary.pad_id).sum(dim=1)
         if torch.onnx.is_in_onnx_export():
-            # Every word over all C characters, pads included: no shape that depends on the values,
-            # which a trace would freeze. The same features: each is read at its word's own length.
-            features = self._features(flat, lengths, chars)
-            return features.masked_fill((lengths == 0).unsqueeze(1), 0.0).reshape(batch, steps, self.channels)
+            # Real words picked by index (NonZero, Gather, ScatterElements in the graph) and read
+            # over all C characters, the longest word's length: no shape for the trace to freeze.
+            index = torch.nonzero(lengths > 0).squeeze(1)
+            features = self._features(flat.index_select(0, index), lengths.index_select(0, index), chars)
+            out = torch.zeros_like(flat[:, :1], dtype=features.dtype).expand(-1, self.channels)
+            out = out.scatter(0, index.unsqueeze(1).expand(-1, self.channels), features)
+            return out.reshape(batch, steps, self.channels)
         real = lengths > 0
         out = self.embedding.weight.new_zeros(batch * steps, self.channels)
         if not bool(real.any()):
