@@ -76,9 +76,10 @@ class _PrunedMaxPlus:
         if self.top < 1:
             return None
         batch, size = best.shape
+        # The (top + 1)-th row is read too (it costs less than slicing it off); it still bounds the rest.
         top_scores, top_rows = best.topk(self.top + 1, dim=1)  # (B, top + 1)
-        kept = self.transitions.index_select(0, top_rows[:, : self.top].reshape(-1)).view(batch, self.top, size)
-        kept = kept + top_scores[:, : self.top].unsqueeze(2)  # (B, top, K)
+        kept = self.transitions.index_select(0, top_rows.view(-1)).view(batch, self.top + 1, size)
+        kept = kept + top_scores.unsqueeze(2)  # (B, top + 1, K)
         partners = best.index_select(1, self.partner_rows).view(batch, self.partners, size) + self.partner_scores
         reached = torch.cat([kept, partners], dim=1).amax(dim=1)  # (B, K)
         if not bool((reached > top_scores[:, self.top :] + self.bound).all()):
@@ -89,7 +90,7 @@ class _PrunedMaxPlus:
 # Below this many (sentence, tag, previous tag) triples per word the dense step costs less than
 # the few extra operations of the pruned one.
 _PRUNE_ABOVE = 4 * 120 * 120
-_PRUNE_TOP = 8
+_PRUNE_TOP = 6
 
 
 def viterbi(
@@ -111,22 +112,24 @@ def viterbi(
     batch, steps, size = scores.shape
     incoming = transitions.t().contiguous()  # [next, previous]
     pruned = _PrunedMaxPlus(transitions, _PRUNE_TOP) if batch * size * size > _PRUNE_ABOVE else None
-    best = start + scores[:, 0]  # (B, K): best score of a path ending in each tag
+    words = scores.unbind(1)
+    best = start + words[0]  # (B, K): best score of a path ending in each tag
     history = [best]
     for t in range(1, steps):
         reached = pruned(best) if pruned is not None else None
         if reached is None:
             reached = (best.unsqueeze(1) + incoming).amax(dim=2)
-        best = reached + scores[:, t]
+        best = reached + words[t]
         history.append(best)
     last = (mask.sum(dim=1) - 1).clamp(min=0)  # (B,) each sentence's last word
     final = torch.stack(history, dim=1)[torch.arange(batch, device=scores.device), last]
     tag = (final + end).argmax(dim=1)  # (B,)
     path = [tag]
+    real = mask.unbind(1)
     for t in range(steps - 1, 0, -1):
-        previous = (history[t - 1] + incoming[tag]).argmax(dim=1)
+        previous = (history[t - 1] + incoming.index_select(0, tag)).argmax(dim=1)
         # On pads the path stays where it is, so it reaches the last word with the final tag.
-        tag = torch.where(mask[:, t], previous, tag)
+        tag = torch.where(real[t], previous, tag)
         path.append(tag)
     path.reverse()
     return torch.stack(path, dim=1).masked_fill(~mask, 0)
@@ -220,10 +223,10 @@ class LinearChainCRF(nn.Module):
         real = mask[:, 1:].flip(1)  # step i updates beta_{T-2-i} only if word T-1-i is real
         keep = torch.stack([torch.ones_like(real), real]).permute(2, 0, 1).unsqueeze(3)  # (T-1, 2, B, 1)
         states = [state]
-        for i in range(steps - 1):
-            step = torch.bmm(state * factors[i], pair)
+        for factor, kept in zip(factors.unbind(0), keep.unbind(0)):
+            step = torch.bmm(state * factor, pair)
             step = step / step.sum(dim=2, keepdim=True).clamp_min(_TINY)
-            state = torch.where(keep[i], step, state)
+            state = torch.where(kept, step, state)
             states.append(state)
         stacked = torch.stack(states, dim=2)  # (2, B, T, K): u_0..u_{T-1}, beta_{T-1}..beta_0
         joint = stacked[0] * emissions * stacked[1].flip(1)

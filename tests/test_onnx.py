@@ -140,9 +140,14 @@ def test_hand_written_cells_are_refused_with_the_reason(tmp_path: Path, cell: st
     assert not (tmp_path / "model.onnx").exists()
 
 
-def test_export_of_a_missing_checkpoint_says_so(tmp_path: Path) -> None:
+def test_export_of_a_missing_checkpoint_says_so_through_either_command(tmp_path: Path) -> None:
+    from serving.__main__ import main as serving_main
+
+    arguments = [str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "model.onnx")]
     with pytest.raises(SystemExit, match="no such checkpoint file"):
-        exporting.main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "model.onnx")])
+        exporting.main(arguments)
+    with pytest.raises(SystemExit, match="slotfill-export: .*no such checkpoint file"):
+        serving_main(["export", *arguments])
 
 
 def test_backend_follows_the_file_unless_told(tiny_checkpoint: Path, tiny_onnx: Path) -> None:
