@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh), lint, and run the whole test suite. The deployment test validates
-# docker-compose.yml with Debian's docker-compose (no Docker engine needed); it is installed here
-# when missing.
+# Set up (see setup.sh), lint, and run the whole test suite. The tests drive system programs that are
+# installed here when missing: headless Chromium and its driver (the playground's browser test) and
+# Debian's docker-compose (the compose-file checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if ! command -v docker-compose >/dev/null 2>&1; then
+packages=(chromium chromium-driver docker-compose)
+if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q docker-compose >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q docker-compose >/dev/null; }
+  $SUDO apt-get install -y -q "${packages[@]}" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${packages[@]}" >/dev/null; }
 fi
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

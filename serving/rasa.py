@@ -13,10 +13,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from serving.errors import ERRORS, json_response
-from serving.routes import _infer, _state, prepare
+from serving.errors import ERRORS, JSON, ApiError, json_response
+from serving.inference import decode
+from serving.intake import parse_json, prepare
+from serving.routes import _infer, _state
 from serving.schemas import TagRequest
 
 EXTRACTOR = "slotfill"
@@ -73,10 +75,30 @@ def to_rasa(result: dict[str, Any]) -> dict[str, Any]:
 router = APIRouter(tags=["rasa"])
 
 
+_PARSE_BODY = {
+    "requestBody": {"required": True, "content": {JSON: {"schema": ParseRequest.model_json_schema()}}},
+}
+
+
 @router.post(
-    "/model/parse", response_model=ParseResponse, responses=ERRORS, summary="Rasa NLU HTTP API: parse one message"
+    "/model/parse",
+    response_model=ParseResponse,
+    responses=ERRORS,
+    summary="Rasa NLU HTTP API: parse one message",
+    openapi_extra=_PARSE_BODY,
 )
-async def parse(body: ParseRequest, request: Request) -> Response:
+async def parse(request: Request) -> Response:
+    """Body: Rasa's `{"text": ...}`, read like `/v1/tag`'s (media type, JSON and size checked first)."""
     state = _state(request)
-    results = await _infer(state, [prepare(TagRequest(text=body.text), state)])
-    return json_response(to_rasa(results[0]))
+    data = parse_json(await request.body(), request.headers.get("content-type"))
+    if isinstance(data, dict) and isinstance(data.get("text"), str) and len(data["text"]) > state.settings.max_chars:
+        limit = state.settings.max_chars
+        raise ApiError(422, "invalid_input", f"text has {len(data['text'])} characters; the limit is {limit}")
+    try:
+        message = ParseRequest.model_validate(data)
+    except ValidationError as error:
+        where = ".".join(str(part) for part in error.errors()[0]["loc"]) or "body"
+        raise ApiError(422, "validation_error", f"{where}: {error.errors()[0]['msg']}") from None
+    item = prepare(TagRequest(text=message.text), state.settings)
+    (scores,) = await _infer(state, [item])
+    return json_response(to_rasa(decode(scores)))

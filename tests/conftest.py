@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny ATIS-format corpus written into a temp folder, and a tiny checkpoint
-trained from it once per test session with the real CLI."""
+trained from it once per test run with the real CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Serving fixtures: apps built on the session's tiny checkpoint, and a second checkpoint that
+"""Serving fixtures: apps built on the tiny checkpoint of the test run, and a second checkpoint that
 differs from it (every word tagged `O`) for reload tests."""
 
 from __future__ import annotations

@@ -98,10 +98,12 @@ def test_parse_has_the_limits_and_error_shape_of_v1_tag(client: TestClient) -> N
         assert error["code"] in ("invalid_input", "validation_error") and error["message"]
     whitespace = client.post("/model/parse", json={"text": " \t "}).json()["error"]
     assert whitespace == client.post("/v1/tag", json={"text": " \t "}).json()["error"]
-    assert (
-        client.post("/model/parse", content=b"not json", headers={"content-type": "application/json"}).status_code
-        == 422
-    )
+    for content, content_type in ((b"not json", "application/json"), (b"text=hi", "text/plain")):
+        headers = {"content-type": content_type}
+        parse = client.post("/model/parse", content=content, headers=headers)
+        tag = client.post("/v1/tag", content=content, headers=headers)
+        assert parse.status_code == tag.status_code in (400, 415), parse.text
+        assert parse.json()["error"] == tag.json()["error"]
 
 
 def test_parse_refuses_a_body_over_the_byte_limit(tiny_checkpoint: Path) -> None:
