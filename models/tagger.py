@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.cells import SCRN, ClockworkRNN, irnn
-from models.decoding import LinearChainCRF, bio_constraints, penalties, viterbi
+from models.decoding import LinearChainCRF, bio_constraints, decode_tags
 from models.loss import IGNORE_INDEX, slot_loss
 from models.vocab import Vocabulary
 
@@ -230,29 +230,35 @@ class CharacterBiLSTM(nn.Module):
         batch, steps, chars = char_ids.shape
         flat = char_ids.reshape(batch * steps, chars)
         lengths = (flat != Vocabulary.pad_id).sum(dim=1)
+        if torch.onnx.is_in_onnx_export():
+            # Real words picked by index (NonZero, Gather, ScatterElements in the graph) and read
+            # over all C characters, the longest word's length: no shape for the trace to freeze.
+            index = torch.nonzero(lengths > 0).squeeze(1)
+            features = self._features(flat.index_select(0, index), lengths.index_select(0, index), chars)
+            out = torch.zeros_like(flat[:, :1], dtype=features.dtype).expand(-1, self.channels)
+            out = out.scatter(0, index.unsqueeze(1).expand(-1, self.channels), features)
+            return out.reshape(batch, steps, self.channels)
         real = lengths > 0
         out = self.embedding.weight.new_zeros(batch * steps, self.channels)
         if not bool(real.any()):
             return out.reshape(batch, steps, self.channels)
-        words, lengths = flat[real], lengths[real]
         # Trailing pads never reach a word's features (the forward state is read at its last
         # character, the backward LSTM reads it reversed from the start); trimming them saves steps.
+        lengths = lengths[real]
         longest = int(lengths.max())
-        embedded = self.embedding(words[:, :longest])  # (N, L, E)
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1)
-        forward_states, _ = self.forward_lstm(embedded)
-        reverse = reversal_index(lengths, longest)
-        backward_states, _ = self.backward_lstm(_gather_time(embedded, reverse))
-        width = self.channels // 2
-        features = torch.cat(
-            [
-                forward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
-                backward_states.gather(1, last.expand(-1, 1, width)).squeeze(1),
-            ],
-            dim=-1,
-        )
-        out[real] = features
+        out[real] = self._features(flat[real][:, :longest], lengths, longest)
         return out.reshape(batch, steps, self.channels)
+
+    def _features(self, words: torch.Tensor, lengths: torch.Tensor, longest: int) -> torch.Tensor:
+        """(N, L) character ids of N words and their (N,) lengths -> (N, channels)."""
+        embedded = self.embedding(words)  # (N, L, E)
+        forward_states, _ = self.forward_lstm(embedded)
+        backward_states, _ = self.backward_lstm(_gather_time(embedded, reversal_index(lengths, longest)))
+        # Each word's state after its last character: (N, 1, width) index along time.
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, self.channels // 2)
+        return torch.cat(
+            [forward_states.gather(1, last).squeeze(1), backward_states.gather(1, last).squeeze(1)], dim=-1
+        )
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
@@ -422,28 +428,8 @@ class RecurrentTagger(nn.Module):
 
     def decode(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """BIO-valid tag ids (B, T) and each chosen tag's probability (B, T): its softmax probability
-        with `softmax`, its CRF marginal with `crf`. Pads get tag 0."""
-        if self.crf is not None:
-            tag_ids = self.crf.decode(tag_logits, mask, self.allowed_start, self.allowed_transitions)
-            probabilities = self.tag_distribution(tag_logits, mask)
-        else:
-            log_probs = torch.log_softmax(tag_logits.float(), dim=-1)
-            tag_ids = log_probs.argmax(dim=-1).masked_fill(~mask, 0)
-            # The arg-max path is the best path overall, so where it is valid it is also the best
-            # valid one; Viterbi runs only for the sentences whose arg-max breaks a BIO rule.
-            invalid = self._invalid_rows(tag_ids, mask)
-            if invalid.any():
-                start, transitions = penalties(self.allowed_start), penalties(self.allowed_transitions)
-                end = torch.zeros(log_probs.size(-1), device=log_probs.device)
-                tag_ids[invalid] = viterbi(log_probs[invalid], mask[invalid], start, transitions, end)
-            probabilities = log_probs.exp()
-        return tag_ids, probabilities.gather(2, tag_ids.unsqueeze(2)).squeeze(2)
-
-    def _invalid_rows(self, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: which sentences' tag sequences break a BIO rule."""
-        bad_start = ~self.allowed_start[tag_ids[:, 0]]
-        bad_step = ~self.allowed_transitions[tag_ids[:, :-1], tag_ids[:, 1:]] & mask[:, 1:]
-        return bad_start | bad_step.any(dim=1)
+        with `softmax`, its CRF marginal with `crf` (`models.decoding.decode_tags`). Pads get tag 0."""
+        return decode_tags(tag_logits, mask, self.allowed_start, self.allowed_transitions, self.crf)
 
     def intent_logits(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, H') states and (B, T) mask -> (B, num_intents) intent logits."""

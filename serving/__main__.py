@@ -1,4 +1,5 @@
-"""`python -m serving` / `slotfill-serve`: run the service under uvicorn (settings from SLOTFILL_*)."""
+"""`python -m serving` / `slotfill-serve`: run the service under uvicorn (settings from SLOTFILL_*).
+`python -m serving export CHECKPOINT --out model.onnx` is `slotfill-export` (serving/export.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["export"]:
+        from serving.export import main as export
+
+        export(arguments[1:])
+        return
+    args = parse_args(arguments)
     # before torch loads (uvicorn imports the app later): bounds oneDNN's per-shape cache, as in the
     # model process (serving.model_process.bound_onednn_cache; not imported here, it imports torch)
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")

@@ -21,6 +21,7 @@ from models.spans import bio_to_spans
 from models.text import Word
 from models.vocab import encode_characters, pad_characters, pad_token_ids
 from serving.cache import WordCache
+from serving.onnx_backend import backend_of
 
 # Each word cache's budget when none is given (SLOTFILL_WORD_CACHE_BYTES), and the longest word key cached.
 CACHE_BYTES = 8 << 20
@@ -37,7 +38,8 @@ class Prepared:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded checkpoint with the name and version reported in every answer."""
+    """A loaded model (a checkpoint, or an ONNX export run by ONNX Runtime: the same `LoadedTagger`,
+    scored and decoded by the same code) with the name and version reported in every answer."""
 
     tagger: LoadedTagger
     name: str
@@ -72,6 +74,11 @@ class ServedModel:
         return self.char_cache.lookup((word.key for word in words), lambda key: encode_characters([key], characters)[0])
 
     @property
+    def backend(self) -> str:
+        """What runs the forward passes: `torch` or `onnx` (`serving.onnx_backend`)."""
+        return backend_of(self.tagger)
+
+    @property
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version}
 
@@ -95,6 +102,7 @@ class ServedModel:
             "checkpoint": Path(self.tagger.path).name,
             "checkpoint_sha256": self.tagger.sha256,
             "created_at": self.tagger.created_at,
+            "backend": self.backend,
         }
 
 

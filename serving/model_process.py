@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from models.checkpoint import CheckpointError, load_bundle
+from models.checkpoint import CheckpointError
 from serving.inference import (
     CACHE_BYTES,
     CACHE_WORD_CHARS,
@@ -42,6 +42,7 @@ from serving.inference import (
     score_rows,
     warm_up,
 )
+from serving.onnx_backend import load_tagger
 
 log = logging.getLogger("serving.model_process")
 
@@ -73,7 +74,7 @@ def _child_main(
     cache_bytes: int = CACHE_BYTES,
     cache_word_chars: int = CACHE_WORD_CHARS,
 ) -> None:
-    """The child's loop: `("load", path, sha256)`, `("score", sha256, items)` or `("stop",)` in,
+    """The child's loop: `("load", path, sha256, backend)`, `("score", sha256, items)` or `("stop",)` in,
     `("ok", payload)` or `("error", message)` out, one answer per message, in order. A score's
     payload is `(rows, seconds the pass took)`."""
     torch.set_num_threads(torch_threads)
@@ -89,8 +90,8 @@ def _child_main(
                 connection.send(("ok", None))
                 return
             if kind == "load":
-                _, path, sha256 = message
-                tagger = load_bundle(path)
+                _, path, sha256, backend = message
+                tagger = load_tagger(path, backend, torch_threads)
                 if tagger.sha256 != sha256:
                     raise CheckpointError(f"{path} changed while it was being loaded; reload again")
                 served = ServedModel.with_caches(tagger, "", sha256[:12], cache_bytes, cache_word_chars)
@@ -223,10 +224,11 @@ class ModelProcess:
             self._kill()  # a hung child: the reader then fails everything still waiting
             raise ModelProcessError(f"the model process did not answer within {timeout:.0f} s") from None
 
-    def load(self, path: str | Path, sha256: str) -> None:
-        """Load and warm up the checkpoint at `path`, which must hash to `sha256`."""
+    def load(self, path: str | Path, sha256: str, backend: str | None = None) -> None:
+        """Load and warm up the model file at `path`, which must hash to `sha256`, for `backend`
+        (`serving.onnx_backend.load_tagger`; None: the one the file needs)."""
         try:
-            self._wait(self._send(("load", str(path), sha256)), LOAD_TIMEOUT_S)
+            self._wait(self._send(("load", str(path), sha256, backend)), LOAD_TIMEOUT_S)
         except ModelProcessError as error:
             raise CheckpointError(f"the model process could not load {path}: {error}") from None
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from models.checkpoint import load_bundle
 from serving.inference import (
     CACHE_BYTES,
     CACHE_WORD_CHARS,
@@ -29,6 +28,7 @@ from serving.inference import (
     decode,
     freeze_long_lived_objects,
 )
+from serving.onnx_backend import load_tagger
 from serving.runners import InThreadRunner, ProcessRunner, Runner
 
 log = logging.getLogger("serving.predictor")
@@ -89,8 +89,10 @@ class Predictor:
         chunk_words: int = 512,
         cache_bytes: int = CACHE_BYTES,
         cache_word_chars: int = CACHE_WORD_CHARS,
+        backend: str | None = None,
     ) -> None:
         self.torch_threads = torch_threads
+        self.backend = backend  # torch, onnx, or None: the one the file needs (serving.onnx_backend)
         self.max_batch_sentences = max_batch_sentences
         self.batch_wait_s = batch_wait_s
         self.intent_top_k = intent_top_k
@@ -128,10 +130,11 @@ class Predictor:
         return self._current is not None and self._thread is not None and self._thread.is_alive()
 
     def load(self, path: str | Path) -> ServedModel:
-        """Load, warm up and then swap in the checkpoint at `path`. Raises `CheckpointError` and leaves
-        the current model serving when the file is missing or broken."""
+        """Load, warm up and then swap in the model file at `path` (a checkpoint, or an ONNX export for
+        the onnx backend). Raises `CheckpointError` and leaves the current model serving when the file
+        is missing or broken, or does not suit the backend."""
         with self._load_lock:
-            tagger = load_bundle(path)
+            tagger = load_tagger(path, self.backend, self.torch_threads)
             config = tagger.config
             name = self.model_name or f"slotfill-{'bi' if config.bidirectional else ''}{config.cell}"
             served = ServedModel.with_caches(tagger, name, tagger.sha256[:12], self.cache_bytes, self.cache_word_chars)

@@ -91,14 +91,15 @@ class ProcessRunner:
         return self._process
 
     def load(self, served: ServedModel) -> None:
-        self.process.load(served.tagger.path, served.tagger.sha256)  # the child loads and warms up its copy
+        # the child loads and warms up its copy, with the backend the parent's copy runs on
+        self.process.load(served.tagger.path, served.tagger.sha256, served.backend)
 
     def submit(self, served: ServedModel, items: list[Prepared]) -> Future[tuple[list[tuple[Any, ...]], float]]:
         process = self.process
         if not process.alive:
             log.error("the model process exited (code %s); starting a new one", process.exitcode)
             process.restart()
-            process.load(served.tagger.path, served.tagger.sha256)
+            process.load(served.tagger.path, served.tagger.sha256, served.backend)
         return process.submit_score(served.tagger.sha256, items)
 
     def close(self) -> None:

@@ -102,6 +102,7 @@ class ModelDescription(_Strict):
     checkpoint: str
     checkpoint_sha256: str
     created_at: str
+    backend: str = Field(description="what runs the forward passes: `torch` (a checkpoint) or `onnx` (ONNX Runtime)")
 
 
 class Status(_Strict):

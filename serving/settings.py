@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLOTFILL_", extra="ignore")
 
     checkpoint: Path | None = Field(None, description="checkpoint to serve (.ckpt from training, or a bundle)")
+    backend: Literal["torch", "onnx"] | None = Field(
+        None,
+        description="`torch` serves a checkpoint, `onnx` a file from slotfill-export with ONNX Runtime; "
+        "default: the one the file needs",
+    )
     model_name: str | None = Field(None, description="name reported with every answer; default slotfill-<cell>")
 
     host: str = "127.0.0.1"

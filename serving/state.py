@@ -40,6 +40,7 @@ class ServingState:
             chunk_words=settings.chunk_words,
             cache_bytes=settings.word_cache_bytes,
             cache_word_chars=settings.cache_word_chars,
+            backend=settings.backend,
         )
 
     def checkpoint_path(self) -> Path:

@@ -1,19 +1,23 @@
-"""BIO-valid decoding and the CRF, checked against brute force over every tag sequence; the character
-CNN; and a CRF + character model trained through the CLI and served from its checkpoint."""
+"""BIO-valid decoding and the CRF, checked against brute force over every tag sequence and against the
+per-word reference decoders (tests/decoding_reference.py) on padded batches; the character CNN; and a
+CRF + character model trained through the CLI and served from its checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 
 import pytest
 import torch
 
+from models import decoding
 from models.checkpoint import load_bundle
 from models.decoding import FORBIDDEN, LinearChainCRF, bio_constraints, penalties, viterbi
 from models.spans import is_valid_tag
 from models.tagger import TaggerConfig, build_tagger
 from models.vocab import Vocabulary, build_characters, encode_characters, pad_characters
+from tests import decoding_reference as reference
 from tests.conftest import tiny_args, write_corpus
 
 TAGS = ["O", "B-city", "I-city", "B-date", "I-date"]
@@ -88,6 +92,94 @@ def test_crf_partition_and_marginals_match_brute_force() -> None:
     torch.testing.assert_close(crf.marginals(scores, mask, allowed_start, allowed)[0], expected)
     # Invalid paths carry (almost) no probability mass.
     assert float(sum(q for p, q in zip(paths, probabilities.detach()) if not is_bio_valid([TAGS[i] for i in p]))) < 1e-6
+
+
+# A BIO tag set of ATIS's shape, small enough to test fast: `O` and B-/I- pairs of 20 slot types.
+MANY_TAGS = ["O", *(f"{prefix}-slot{k}" for k in range(20) for prefix in ("B", "I"))]
+
+
+def padded_batch(generator: torch.Generator, lengths: list[int], size: int, spread: float) -> tuple:
+    """(B, T, size) random scores, `spread` times a standard normal, and the mask of `lengths`."""
+    scores = torch.randn(len(lengths), max(lengths), size, generator=generator) * spread
+    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    return scores, mask
+
+
+def random_crf(generator: torch.Generator, size: int, scale: float) -> LinearChainCRF:
+    crf = LinearChainCRF(size)
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return crf
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+@pytest.mark.parametrize(("seed", "spread"), [(0, 0.1), (1, 1.0), (2, 6.0), (3, 20.0)])
+def test_batched_viterbi_equals_the_reference_on_padded_batches(
+    monkeypatch: pytest.MonkeyPatch, seed: int, spread: float, pruned: bool
+) -> None:
+    """Same tags as the per-step reference, pruned or dense, for flat scores (where the pruned step
+    must fall back to the dense one) and peaked ones (where it holds), pads anywhere."""
+    monkeypatch.setattr(decoding, "_PRUNE_ABOVE", 0 if pruned else 1 << 62)
+    generator = torch.Generator().manual_seed(seed)
+    allowed_start, allowed = bio_constraints(MANY_TAGS)
+    crf = random_crf(generator, len(MANY_TAGS), 1.0)
+    start, transitions = crf.constrained(allowed_start, allowed)
+    scores, mask = padded_batch(generator, [7, 1, 12, 3, 12, 5], len(MANY_TAGS), spread)
+    expected = reference.viterbi(scores, mask, start, transitions, crf.end)
+    assert torch.equal(viterbi(scores, mask, start, transitions, crf.end), expected)
+    assert torch.equal(crf.decode(scores, mask, allowed_start, allowed), expected)
+
+
+def test_pruned_viterbi_step_is_exact_or_declines() -> None:
+    """Where the pruned step answers, its values equal the dense step's bit for bit; on flat scores
+    it declines (None) rather than guess."""
+    generator = torch.Generator().manual_seed(7)
+    allowed_start, allowed = bio_constraints(MANY_TAGS)
+    transitions = random_crf(generator, len(MANY_TAGS), 1.0).constrained(allowed_start, allowed)[1]
+    step = decoding._PrunedMaxPlus(transitions, top=4)
+    answered = declined = 0
+    for spread in (0.01, 3.0, 30.0):
+        best = torch.randn(64, len(MANY_TAGS), generator=generator) * spread
+        dense = (best.unsqueeze(2) + transitions).amax(dim=1)
+        for row in range(best.size(0)):
+            pruned = step(best[row : row + 1])
+            if pruned is None:
+                declined += 1
+            else:
+                answered += 1
+                assert torch.equal(pruned, dense[row : row + 1])
+    assert answered > 0 and declined > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_marginals_equal_the_float64_reference(seed: int) -> None:
+    """The probability-space forward-backward agrees with the log-space reference run in float64
+    to 1e-6 on padded batches, and its rows are distributions."""
+    generator = torch.Generator().manual_seed(seed)
+    allowed_start, allowed = bio_constraints(MANY_TAGS)
+    crf = random_crf(generator, len(MANY_TAGS), 2.0)
+    scores, mask = padded_batch(generator, [9, 2, 30, 1, 17], len(MANY_TAGS), 8.0)
+    marginals = crf.marginals(scores, mask, allowed_start, allowed)
+    assert marginals.dtype == scores.dtype
+
+    exact = reference.marginals(copy.deepcopy(crf).double(), scores.double(), mask, allowed_start, allowed)
+    torch.testing.assert_close(marginals.double()[mask], exact[mask], rtol=0, atol=1e-6)
+    torch.testing.assert_close(marginals.sum(dim=2)[mask], torch.ones(int(mask.sum())))
+
+
+@pytest.mark.parametrize("decoder", ["softmax", "crf"])
+def test_decode_equals_the_reference_decoder(decoder: str) -> None:
+    """The tagger's `decode` (models.decoding.decode_tags): the reference's tags, confidences within
+    1e-6 of the reference's (float64 for the CRF)."""
+    generator = torch.Generator().manual_seed(11)
+    allowed_start, allowed = bio_constraints(MANY_TAGS)
+    crf = random_crf(generator, len(MANY_TAGS), 1.0) if decoder == "crf" else None
+    logits, mask = padded_batch(generator, [4, 11, 1, 8], len(MANY_TAGS), 4.0)
+    tag_ids, confidences = decoding.decode_tags(logits, mask, allowed_start, allowed, crf)
+    expected_ids, expected = reference.decode(logits, mask, allowed_start, allowed, crf, float64=True)
+    assert torch.equal(tag_ids, expected_ids)
+    torch.testing.assert_close(confidences.double()[mask], expected.double()[mask], rtol=0, atol=1e-6)
 
 
 def make_model(decoder: str, **overrides) -> torch.nn.Module:

@@ -341,7 +341,7 @@ def test_loading_a_model_freezes_the_objects_then_alive(tiny_checkpoint: Path) -
     loop = threading.Thread(target=_child_main, args=(child, threads, 3), daemon=True)
     loop.start()
     try:
-        parent.send(("load", str(tiny_checkpoint), file_sha256(tiny_checkpoint)))
+        parent.send(("load", str(tiny_checkpoint), file_sha256(tiny_checkpoint), "torch"))
         assert parent.recv() == ("ok", None)
         assert gc.get_freeze_count() > 0
         parent.send(("stop",))
