@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from serving.errors import ERRORS, JSON, ApiError, json_response
 from serving.inference import decode
 from serving.intake import parse_json, prepare
-from serving.routes import _infer, _state
+from serving.routes import infer, serving_state
 from serving.schemas import TagRequest
 
 EXTRACTOR = "slotfill"
@@ -89,7 +89,7 @@ _PARSE_BODY = {
 )
 async def parse(request: Request) -> Response:
     """Body: Rasa's `{"text": ...}`, read like `/v1/tag`'s (media type, JSON and size checked first)."""
-    state = _state(request)
+    state = serving_state(request)
     data = parse_json(await request.body(), request.headers.get("content-type"))
     if isinstance(data, dict) and isinstance(data.get("text"), str) and len(data["text"]) > state.settings.max_chars:
         limit = state.settings.max_chars
@@ -100,5 +100,5 @@ async def parse(request: Request) -> Response:
         where = ".".join(str(part) for part in error.errors()[0]["loc"]) or "body"
         raise ApiError(422, "validation_error", f"{where}: {error.errors()[0]['msg']}") from None
     item = prepare(TagRequest(text=message.text), state.settings)
-    (scores,) = await _infer(state, [item])
+    (scores,) = await infer(state, [item])
     return json_response(to_rasa(decode(scores)))

@@ -34,7 +34,8 @@ log = logging.getLogger("serving.routes")
 T = TypeVar("T")
 
 
-def _state(request: Request) -> ServingState:
+def serving_state(request: Request) -> ServingState:
+    """The app's serving state (model, predictor, settings), as the app builder stored it."""
     return request.app.state.serving
 
 
@@ -45,7 +46,9 @@ _OFFLOAD_BYTES = 32 * 1024
 _RETRY_AFTER_S = "1"
 
 
-async def _infer(state: ServingState, items: list[Prepared]) -> list[Scores]:
+async def infer(state: ServingState, items: list[Prepared]) -> list[Scores]:
+    """Score prepared sentences through the predictor: 503 while no model is loaded, and 503 with
+    Retry-After when the model process stops with them in flight."""
     predictor = state.predictor
     if not predictor.ready:
         raise ApiError(503, "not_ready", "the model is not loaded yet; retry when /readyz answers 200")
@@ -101,7 +104,7 @@ async def livez() -> Status:
 
 @router.get("/readyz", response_model=Status, responses={503: ERRORS[503]}, summary="Readiness: model loaded and warm")
 async def readyz(request: Request) -> Any:
-    state = _state(request)
+    state = serving_state(request)
     if not state.predictor.ready:
         # the reason in short; what went wrong, with the file, is in the log
         reason = "the checkpoint could not be loaded" if state.load_error else "the model is loading"
@@ -114,10 +117,10 @@ async def readyz(request: Request) -> Any:
 )
 async def tag(request: Request) -> Response:
     """Body: a `TagRequest` (`{"text": ...}` or `{"tokens": [...]}`)."""
-    state = _state(request)
+    state = serving_state(request)
     body = await request.body()
     item = read_tag(body, request.headers.get("content-type"), state.settings)
-    (scores,) = await _infer(state, [item])
+    (scores,) = await infer(state, [item])
     return Response(await _off_loop(len(item.words) > _OFFLOAD_WORDS, _tag_body, scores), media_type=JSON)
 
 
@@ -132,19 +135,19 @@ async def tag_batch(request: Request) -> Response:
     """Body: `{"items": [TagRequest, ...]}`. Results come back in input order. A batch of more than
     SLOTFILL_CHUNK_WORDS padded words runs as several forward passes, between which smaller requests
     are served."""
-    state = _state(request)
+    state = serving_state(request)
     body = await request.body()
     content_type = request.headers.get("content-type")
     items = await _off_loop(len(body) > _OFFLOAD_BYTES, read_batch, body, content_type, state.settings)
     del body
-    results = await _infer(state, items)
+    results = await infer(state, items)
     big = sum(len(item.words) for item in items) > _OFFLOAD_WORDS
     return Response(await _off_loop(big, _batch_body, results), media_type=JSON)
 
 
 @router.get("/v1/model", response_model=ModelDescription, responses={503: ERRORS[503]}, summary="The served model")
 async def model(request: Request) -> Response:
-    served = _state(request).predictor.current
+    served = serving_state(request).predictor.current
     if served is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet")
     return json_response(served.describe())
@@ -169,7 +172,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="SLOTFIL
     summary="Re-read the checkpoint and swap it in",
 )
 def reload(request: Request, api_key: str | None = Security(_api_key)) -> Response:
-    state = _state(request)
+    state = serving_state(request)
     expected = state.settings.admin_api_key
     if expected is None or not expected.get_secret_value():
         raise ApiError(403, "reload_disabled", "reload is disabled; set SLOTFILL_ADMIN_API_KEY to enable it")
