@@ -2,7 +2,7 @@
 confusions, the sentences with mistakes, and two pictures.
 
 - `report.json`: overall and per slot type precision / recall / F1 / support (conlleval's per-type
-  figures, computed by seqeval in its conlleval-compatible mode), per intent scores and confusion
+  figures), per intent scores and confusion
   counts, sentence accuracy, and what was scored (checkpoint SHA-256, data directory, split, size).
 - `report.md`: the same as tables, weakest slot types and intents first, and the most frequent
   confusions.
@@ -103,10 +103,8 @@ def slot_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Seq
     chunks) and `predicted` (predicted chunks, the count conlleval prints at the end of each per-type
     line), as conlleval computes them.
 
-    Per-type figures come from seqeval (conlleval-compatible mode), the overall ones from the chunk
-    counts of `models.spans` that the training metrics use; tests hold both to conlleval's rules."""
-    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
-
+    All come from the chunk counts of `models.spans` that the training metrics use; tests hold them to
+    conlleval's rules and to seqeval's conlleval-compatible mode."""
     counts = {"gold": Counter(), "predicted": Counter(), "correct": Counter()}
     for gold, predicted in zip(gold_tags, predicted_tags):
         gold_spans, predicted_spans = set(bio_to_spans(gold)), set(bio_to_spans(predicted))
@@ -117,21 +115,13 @@ def slot_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Seq
     overall = {**_scores(totals["correct"], totals["predicted"], totals["gold"]), "support": totals["gold"]}
     overall["predicted"] = totals["predicted"]
     names = sorted(counts["gold"].keys() | counts["predicted"].keys())
-    if not names:
-        return {"overall": overall, "types": {}}
-    # seqeval recognises sentences only as lists; it orders the types by name, as `names` is.
-    columns = precision_recall_fscore_support(
-        [list(tags) for tags in gold_tags], [list(tags) for tags in predicted_tags], average=None, zero_division=0
-    )
     types = {
         name: {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(support),
+            **_scores(counts["correct"][name], counts["predicted"][name], counts["gold"][name]),
+            "support": counts["gold"][name],
             "predicted": counts["predicted"][name],
         }
-        for name, precision, recall, f1, support in zip(names, *columns, strict=True)
+        for name in names
     }
     return {"overall": overall, "types": types}
 
