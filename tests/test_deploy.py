@@ -75,6 +75,16 @@ def test_train_container_command_parses() -> None:
     assert yaml.safe_load(result.stdout)["model"]["tagger"]["cell"] == "lstm"
 
 
+def test_the_deployment_tests_tiny_config_parses() -> None:
+    """scripts/test-deploy.sh trains with configs/atis-best.yaml and tests/deploy/tiny.yaml on top."""
+    configs = ["--config", "configs/atis-best.yaml", "--config", "tests/deploy/tiny.yaml"]
+    command = [sys.executable, "-m", "training", "fit", *configs, "--print_config"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tagger = yaml.safe_load(result.stdout)["model"]["tagger"]
+    assert (tagger["embedding_dim"], tagger["hidden_size"], tagger["char_channels"]) == (16, 24, 8)
+
+
 def stages(dockerfile: str) -> list[str]:
     return re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
 
