@@ -35,12 +35,14 @@ class Example(NamedTuple):
     intent: str | None
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is dropped); `DataError` naming file:line
+    for bytes that are not UTF-8."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[error.start]:02x})") from None
@@ -58,7 +60,7 @@ def read_split(data_dir: str | Path, split: str) -> list[Example]:
     words_path, tags_path, label_path = (split_dir / name for name in FILES)
     has_intents = label_path.exists() or not (words_path.is_file() and tags_path.is_file())
     paths = (words_path, tags_path, label_path) if has_intents else (words_path, tags_path)
-    all_lines = [_read_lines(p) for p in paths]
+    all_lines = [read_lines(p) for p in paths]
     word_lines, tag_lines = all_lines[:2]
     label_lines = all_lines[2] if has_intents else [None] * len(word_lines)
     counts = {path: len(lines) for path, lines in zip(paths, all_lines)}
@@ -91,7 +93,7 @@ def read_split(data_dir: str | Path, split: str) -> list[Example]:
 
 def read_utterances(path: str | Path) -> list[list[str]]:
     """Raw utterances, one a line (blank lines skipped), split on whitespace."""
-    return [line.split() for line in _read_lines(Path(path)) if line.strip()]
+    return [line.split() for line in read_lines(Path(path)) if line.strip()]
 
 
 def label_list(values: Sequence[str], first: str | None = None) -> list[str]:
@@ -163,7 +165,7 @@ def read_conlleval_file(path: Path) -> list[tuple[list[str], list[str], list[str
     `DataError` naming file and line for anything else."""
     rows: list[tuple[list[str], list[str], list[str]]] = []
     current: tuple[list[str], list[str], list[str]] = ([], [], [])
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             if current[0]:
                 rows.append(current)

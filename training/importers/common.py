@@ -8,12 +8,10 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from models.spans import bio_to_spans, split_tag
 from models.text import Word, tokenize
-from training.data import DataError
 
 # The service's default limits (`serving.settings.Settings.max_words` / `max_chars`): an example the
 # service would refuse to tag is not trained on either. (training must not import serving; a test
@@ -31,19 +29,6 @@ class ItemError(ValueError):
     def __init__(self, message: str, word: int | None = None) -> None:
         super().__init__(message)
         self.word = word
-
-
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (`DataError` naming file:line for bytes that are not UTF-8)."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[error.start]:02x})") from None
-    return [line.rstrip("\r") for line in text.split("\n")]
 
 
 class Sentence(NamedTuple):

@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from training.data import read_lines
 from training.importers.common import (
     Invalid,
     Item,
     ItemError,
     Notes,
     clean_name,
-    read_lines,
     sentence_from_tokens,
 )
 from training.importers.tags import find_scheme, to_bio

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from training.data import read_lines
 from training.importers.common import (
     CharSpan,
     Invalid,
@@ -21,7 +22,6 @@ from training.importers.common import (
     ItemError,
     Notes,
     clean_name,
-    read_lines,
     sentence_from_text,
     sentence_from_tokens,
 )

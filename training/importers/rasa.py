@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from training.data import DataError
+from training.data import DataError, read_lines
 from training.importers.common import (
     CharSpan,
     Invalid,
@@ -23,7 +23,6 @@ from training.importers.common import (
     ItemError,
     Notes,
     clean_name,
-    read_lines,
     sentence_from_text,
 )
 
