@@ -423,7 +423,8 @@ class RecurrentTagger(nn.Module):
         """(B, T, K) probability of each tag for each word: the softmax with `softmax`, the CRF's
         marginals with `crf` (what `decode` reports as a chosen tag's confidence)."""
         if self.crf is not None:
-            return self.crf.marginals(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+            marginals = self.crf.marginals(tag_logits, mask, self.allowed_start, self.allowed_transitions)
+            return marginals.to(tag_logits.dtype)
         return torch.softmax(tag_logits.float(), dim=-1)
 
     def decode(self, tag_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

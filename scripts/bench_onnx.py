@@ -1,7 +1,7 @@
 """Torch against ONNX Runtime for the same checkpoints, side by side in one run.
 
     python scripts/bench_onnx.py checkpoints/atis-best/best.ckpt checkpoints/atis-lstm/best.ckpt \
-        [--parity] [--forward] [--serve] [--duration 10] [--port 8301]
+        [--parity] [--forward] [--serve] [--duration 10] [--port 8301] [--baseline DIR]
 
 Each checkpoint is exported first (`slotfill-export`, into --out-dir). Then, for each:
 - `--parity`: the whole ATIS test set (--data) in batches of 16 through both backends' scoring and
@@ -12,7 +12,9 @@ Each checkpoint is exported first (`slotfill-export`, into --out-dir). Then, for
 - `--serve`: the service (`python -m serving`, one worker, defaults otherwise) on 127.0.0.1 with
   each backend in turn, loaded by this process's client (scripts/bench_serving.py) at each
   --concurrency: POST /v1/tag and the constant GET /livez (the ceiling of the HTTP stack) requests
-  per second and p50/p99 latency.
+  per second and p50/p99 latency. `--baseline DIR` adds, first, the torch backend served by the code of
+  another checkout (e.g. `git worktree add --detach ../slotfill-before <commit>`), the same way and
+  in the same run: the service as it was before a change, as the goals' "today".
 With none of the three flags, all three run. The load average of the machine is printed beside
 each serving phase: on a shared machine figures move with it, so compare rows of one run.
 """
@@ -84,10 +86,21 @@ def forward_times(models: dict[str, ServedModel], items: list[Prepared], sizes: 
         print(f"  {size:3d} sentences: " + " | ".join(cells), flush=True)
 
 
-def serve(path: Path, backend: str, port: int, concurrencies: list[int], duration: float, warmup: float) -> list:
-    env = {**os.environ, "SLOTFILL_BACKEND": backend, "SLOTFILL_LOG_LEVEL": "warning"}
-    command = [sys.executable, "-m", "serving", "--checkpoint", str(path), "--host", HOST, "--port", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=bench_serving.REPO)
+def serve(
+    path: Path,
+    backend: str,
+    port: int,
+    concurrencies: list[int],
+    duration: float,
+    warmup: float,
+    code: Path = bench_serving.REPO,
+    label: str | None = None,
+) -> list:
+    """Serve `path` with `backend` by the code in `code` (`python -m serving` there) and load it."""
+    env = {**os.environ, "SLOTFILL_BACKEND": backend, "SLOTFILL_LOG_LEVEL": "warning", "PYTHONPATH": str(code)}
+    command = [sys.executable, "-m", "serving", "--checkpoint", str(path.resolve()), "--host", HOST, "--port", str(port)]
+    server = subprocess.Popen(command, env=env, cwd=code)
+    label = label or backend
     rows = []
     try:
         bench_serving.wait_ready(port, server, timeout=300)
@@ -102,7 +115,7 @@ def serve(path: Path, backend: str, port: int, concurrencies: list[int], duratio
                 result = asyncio.run(bench_serving.phase(port, payloads, concurrency, duration, warmup, server.pid))
                 rows.append((endpoint, concurrency, result, load))
                 print(
-                    f"  {backend:<5} {endpoint:<8} c={concurrency:<3} {result['rps']:7.0f} req/s  "
+                    f"  {label:<5} {endpoint:<8} c={concurrency:<3} {result['rps']:7.0f} req/s  "
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
                     f"({result['failures']} failures; load average {load:.1f})",
                     flush=True,
@@ -110,6 +123,12 @@ def serve(path: Path, backend: str, port: int, concurrencies: list[int], duratio
     finally:
         bench_serving.stop_server(server)
     return rows
+
+
+def baseline_commit(code: Path) -> str:
+    """The commit checked out in `code`, for the record (or "unknown" outside git)."""
+    answer = subprocess.run(["git", "-C", str(code), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return answer.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -126,6 +145,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per serving phase")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--port", type=int, default=8301)
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose torch backend is served first, as the baseline"
+    )
     args = parser.parse_args()
     if not (args.parity or args.forward or args.serve):
         args.parity = args.forward = args.serve = True
@@ -149,11 +171,16 @@ def main() -> None:
         if args.forward:
             forward_times(models, items, args.sizes, args.repeats)
         if args.serve:
-            for backend, path in (("torch", checkpoint), ("onnx", exported)):
+            runs = [("torch", checkpoint, bench_serving.REPO, "torch"), ("onnx", exported, bench_serving.REPO, "onnx")]
+            if args.baseline is not None:
+                runs.insert(0, ("torch", checkpoint, args.baseline.resolve(), "before"))
+            for backend, path, code, label in runs:
                 for endpoint, concurrency, result, load in serve(
-                    path, backend, args.port, concurrencies, args.duration, args.warmup
+                    path, backend, args.port, concurrencies, args.duration, args.warmup, code, label
                 ):
-                    summary.append((name, backend, endpoint, concurrency, result, load))
+                    summary.append((name, label, endpoint, concurrency, result, load))
+        if args.baseline is not None:
+            print(f"  before: torch backend of {args.baseline} ({baseline_commit(args.baseline)})", flush=True)
     if summary:
         print("\nmodel       backend endpoint c     req/s   p50 ms   p99 ms  load")
         for name, backend, endpoint, concurrency, result, load in summary:
