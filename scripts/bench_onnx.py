@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/: bench_serv
 import bench_serving  # noqa: E402
 
 from models.text import words_from_tokens  # noqa: E402
+from serving.backends import load_tagger  # noqa: E402
 from serving.export import export  # noqa: E402
 from serving.inference import Prepared, ServedModel, encode_batch, score_rows  # noqa: E402
-from serving.onnx_backend import load_tagger  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -98,7 +98,8 @@ def serve(
 ) -> list:
     """Serve `path` with `backend` by the code in `code` (`python -m serving` there) and load it."""
     env = {**os.environ, "SLOTFILL_BACKEND": backend, "SLOTFILL_LOG_LEVEL": "warning", "PYTHONPATH": str(code)}
-    command = [sys.executable, "-m", "serving", "--checkpoint", str(path.resolve()), "--host", HOST, "--port", str(port)]
+    command = [sys.executable, "-m", "serving", "--checkpoint", str(path.resolve())]
+    command += ["--host", HOST, "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=code)
     label = label or backend
     rows = []

@@ -1,5 +1,5 @@
 """`slotfill-export CHECKPOINT --out model.onnx` (also `python -m serving export`): the tagger's
-scoring as an ONNX graph for the ONNX Runtime backend (`serving.onnx_backend`).
+scoring as an ONNX graph for the ONNX Runtime backend (`serving.backends`).
 
 The graph maps word ids (B, T) int64, the mask of real words (B, T) bool and, when the model reads
 characters, character ids (B, T, C) int64 to tag scores (B, T, K) and intent scores (B, I), with
@@ -34,7 +34,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, LoadedTagger, load_bundle, read_bundle
 from models.tagger import TaggerConfig
-from serving.onnx_backend import METADATA_KEY, METADATA_VERSION
+from serving.backends import METADATA_KEY, METADATA_VERSION
 
 OPSET = 17
 # Cells that are torch's fused modules (nn.LSTM / nn.GRU / nn.RNN) export as ONNX recurrent ops.

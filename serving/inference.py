@@ -20,8 +20,8 @@ from models.checkpoint import LoadedTagger
 from models.spans import bio_to_spans
 from models.text import Word
 from models.vocab import encode_characters, pad_characters, pad_token_ids
+from serving.backends import backend_of
 from serving.cache import WordCache
-from serving.onnx_backend import backend_of
 
 # Each word cache's budget when none is given (SLOTFILL_WORD_CACHE_BYTES), and the longest word key cached.
 CACHE_BYTES = 8 << 20
@@ -75,7 +75,7 @@ class ServedModel:
 
     @property
     def backend(self) -> str:
-        """What runs the forward passes: `torch` or `onnx` (`serving.onnx_backend`)."""
+        """What runs the forward passes: `torch` or `onnx` (`serving.backends`)."""
         return backend_of(self.tagger)
 
     @property

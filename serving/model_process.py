@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from models.checkpoint import CheckpointError
+from serving.backends import load_tagger
 from serving.inference import (
     CACHE_BYTES,
     CACHE_WORD_CHARS,
@@ -42,7 +43,6 @@ from serving.inference import (
     score_rows,
     warm_up,
 )
-from serving.onnx_backend import load_tagger
 
 log = logging.getLogger("serving.model_process")
 
@@ -226,7 +226,7 @@ class ModelProcess:
 
     def load(self, path: str | Path, sha256: str, backend: str | None = None) -> None:
         """Load and warm up the model file at `path`, which must hash to `sha256`, for `backend`
-        (`serving.onnx_backend.load_tagger`; None: the one the file needs)."""
+        (`serving.backends.load_tagger`; None: the one the file needs)."""
         try:
             self._wait(self._send(("load", str(path), sha256, backend)), LOAD_TIMEOUT_S)
         except ModelProcessError as error:

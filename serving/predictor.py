@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from serving.backends import load_tagger
 from serving.inference import (
     CACHE_BYTES,
     CACHE_WORD_CHARS,
@@ -28,7 +29,6 @@ from serving.inference import (
     decode,
     freeze_long_lived_objects,
 )
-from serving.onnx_backend import load_tagger
 from serving.runners import InThreadRunner, ProcessRunner, Runner
 
 log = logging.getLogger("serving.predictor")
@@ -92,7 +92,7 @@ class Predictor:
         backend: str | None = None,
     ) -> None:
         self.torch_threads = torch_threads
-        self.backend = backend  # torch, onnx, or None: the one the file needs (serving.onnx_backend)
+        self.backend = backend  # torch, onnx, or None: the one the file needs (serving.backends)
         self.max_batch_sentences = max_batch_sentences
         self.batch_wait_s = batch_wait_s
         self.intent_top_k = intent_top_k

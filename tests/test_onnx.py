@@ -17,8 +17,8 @@ from models.tagger import TaggerConfig, build_tagger
 from models.text import tokenize, words_from_tokens
 from models.vocab import Vocabulary, build_characters
 from serving import export as exporting
+from serving.backends import METADATA_KEY, backend_for, backend_of, load_tagger
 from serving.inference import Prepared, Scores, ServedModel, decode, score_rows
-from serving.onnx_backend import METADATA_KEY, backend_for, backend_of, load_tagger
 from tests.conftest import write_corpus
 from tests.serving.serving_helpers import make_client
 

@@ -1,4 +1,5 @@
-"""The ONNX Runtime backend: serve a file written by `slotfill-export` instead of a checkpoint.
+"""The service's two backends: a checkpoint run by torch, or a file written by `slotfill-export`
+run by ONNX Runtime.
 
 `load_tagger(path, backend)` is what the service loads a model with. For `torch` it is
 `models.checkpoint.load_bundle`; for `onnx` it returns the same `LoadedTagger` whose `model` is an
