@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 
 from serving.logs import configure_logging, logging_config
-from serving.settings import Settings
+from serving.settings import ONEDNN_CACHE_CAPACITY, Settings
 
 # Command-line flags override the environment; they are written back into it so that every uvicorn
 # worker process (which builds its app from the environment) sees the same settings.
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(arguments)
     # before torch loads (uvicorn imports the app later): bounds oneDNN's per-shape cache, as in the
     # model process (serving.model_process.bound_onednn_cache; not imported here, it imports torch)
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     for name, variable in _FLAGS.items():
         value = getattr(args, name)
         if value is not None:

@@ -43,6 +43,7 @@ from serving.inference import (
     score_rows,
     warm_up,
 )
+from serving.settings import ONEDNN_CACHE_CAPACITY
 
 log = logging.getLogger("serving.model_process")
 
@@ -50,16 +51,10 @@ LOAD_TIMEOUT_S = 300.0
 SCORE_TIMEOUT_S = 120.0
 
 
-# oneDNN, which runs torch's CPU LSTMs, keeps a compiled primitive per input shape, 1,024 by default:
-# each (sentences, words) shape of a batch adds about 0.7 MB until then (the model process grew by
-# 190 MB in 4 minutes of varied traffic). 32 bounds that to about 25 MB; within it passes of a shape
-# seen before cost the same.
-ONEDNN_CACHE_CAPACITY = "32"
-
-
 def bound_onednn_cache() -> None:
-    """Cap oneDNN's primitive cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY) unless it is set already; takes
-    effect in processes started after this, and in this one if oneDNN has not run yet."""
+    """Cap oneDNN's primitive cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY; why: serving.settings) unless
+    it is set already; takes effect in processes started after this, and in this one if oneDNN has
+    not run yet."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
 
