@@ -110,6 +110,37 @@ class LinearChainCRF(nn.Module):
         self.start = nn.Parameter(torch.zeros(num_tags))
         self.end = nn.Parameter(torch.zeros(num_tags))
         self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))
+        self._factors: tuple[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _probability_factors(
+        self, allowed_start: torch.Tensor, allowed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `marginals`, in float64: the start and end factors (2, K) (exp of the scores, scaled
+        so each row's largest is 1) and the transition factors (2, K, K), W and W^T.
+
+        They change only when the scores do, and building them (exp and a transposed copy of a
+        K x K matrix) costs as much as a one-sentence forward-backward, so they are kept until a
+        parameter's version counter or storage changes (an optimiser step, `load_state_dict`, a
+        move to another device or dtype)."""
+        key = (
+            self.start._version,
+            self.end._version,
+            self.transitions._version,
+            self.start.data_ptr(),
+            self.end.data_ptr(),
+            self.transitions.data_ptr(),
+            allowed_start.data_ptr(),
+            allowed.data_ptr(),
+        )
+        if self._factors is None or self._factors[0] != key:
+            with torch.no_grad():
+                start, transitions = self.constrained(allowed_start, allowed)
+                ends = torch.stack([start, self.end]).double()
+                ends = torch.exp(ends - ends.amax(dim=1, keepdim=True))
+                weights = transitions.double().exp()  # [previous, next]; forbidden transitions: exactly 0
+                pair = torch.stack([weights, weights.t()])
+            self._factors = (key, (ends, pair))
+        return self._factors[1]
 
     def constrained(self, allowed_start: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.start + penalties(allowed_start), self.transitions + penalties(allowed)
@@ -159,7 +190,7 @@ class LinearChainCRF(nn.Module):
         within ~1e-12 of exact. No gradient is needed here (decoding and confidences only). Pads get
         arbitrary finite rows.
         """
-        start, transitions = self.constrained(allowed_start, allowed)
+        ends, pair = self._probability_factors(allowed_start, allowed)
         batch, steps, size = scores.shape
         # Word-major buffers: [word, direction, sentence, tag], so each step reads and writes one
         # contiguous block and nothing is stacked afterwards. Direction 0 runs forward over the
@@ -175,16 +206,11 @@ class LinearChainCRF(nn.Module):
         # Each word's emission factors, scaled so the largest is 1.
         emissions.sub_(emissions.amax(dim=2, keepdim=True)).exp_()
         torch.gather(emissions, 0, reverse, out=factors[:, 1])
-        weights = transitions.detach().double().exp()  # [previous, next]; forbidden transitions: exactly 0
-        pair = torch.stack([weights, weights.t()])  # (2, K, K)
-        start = start.detach().double()
-        end = self.end.detach().double()
         # u_t = (u_{t-1} * E_{t-1}) @ W are the forward scores before word t's emission (alpha_t =
         # u_t * E_t); reversed, r_i = (r_{i-1} * E'_{i-1}) @ W^T from r_0 = exp(end) are the backward
         # scores beta of word length-1-i. Both step together as one batched product.
         states = torch.empty_like(factors)
-        states[0, 0] = torch.exp(start - start.amax())
-        states[0, 1] = torch.exp(end - end.amax())
+        states[0] = ends.unsqueeze(1)
         weighted = torch.empty_like(factors[0])
         norm = torch.empty(2, batch, 1, dtype=torch.float64, device=scores.device)
         for t in range(1, steps):

@@ -14,7 +14,8 @@ Each checkpoint is exported first (`slotfill-export`, into --out-dir). Then, for
   --concurrency: POST /v1/tag and the constant GET /livez (the ceiling of the HTTP stack) requests
   per second and p50/p99 latency. `--baseline DIR` adds, first, the torch backend served by the code of
   another checkout (e.g. `git worktree add --detach ../slotfill-before <commit>`), the same way and
-  in the same run: the service as it was before a change, as the goals' "today".
+  in the same run: the service as it was before a change, as the goals' "today". `--in-thread` adds
+  the ONNX backend with `SLOTFILL_MODEL_PROCESS=false` (passes on the server's inference thread).
 With none of the three flags, all three run. The load average of the machine is printed beside
 each serving phase: on a shared machine figures move with it, so compare rows of one run.
 """
@@ -95,9 +96,12 @@ def serve(
     warmup: float,
     code: Path = bench_serving.REPO,
     label: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> list:
-    """Serve `path` with `backend` by the code in `code` (`python -m serving` there) and load it."""
+    """Serve `path` with `backend` by the code in `code` (`python -m serving` there), with extra
+    SLOTFILL_* `settings`, and load it."""
     env = {**os.environ, "SLOTFILL_BACKEND": backend, "SLOTFILL_LOG_LEVEL": "warning", "PYTHONPATH": str(code)}
+    env.update(settings or {})
     command = [sys.executable, "-m", "serving", "--checkpoint", str(path.resolve())]
     command += ["--host", HOST, "--port", str(port)]
     server = subprocess.Popen(command, env=env, cwd=code)
@@ -116,7 +120,7 @@ def serve(
                 result = asyncio.run(bench_serving.phase(port, payloads, concurrency, duration, warmup, server.pid))
                 rows.append((endpoint, concurrency, result, load))
                 print(
-                    f"  {label:<5} {endpoint:<8} c={concurrency:<3} {result['rps']:7.0f} req/s  "
+                    f"  {label:<7} {endpoint:<8} c={concurrency:<3} {result['rps']:7.0f} req/s  "
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
                     f"({result['failures']} failures; load average {load:.1f})",
                     flush=True,
@@ -146,6 +150,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per serving phase")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--port", type=int, default=8301)
+    parser.add_argument("--in-thread", action="store_true", help="also serve onnx without the model process")
     parser.add_argument(
         "--baseline", type=Path, help="another checkout whose torch backend is served first, as the baseline"
     )
@@ -172,12 +177,15 @@ def main() -> None:
         if args.forward:
             forward_times(models, items, args.sizes, args.repeats)
         if args.serve:
-            runs = [("torch", checkpoint, bench_serving.REPO, "torch"), ("onnx", exported, bench_serving.REPO, "onnx")]
+            here = bench_serving.REPO
+            runs = [("torch", checkpoint, here, "torch", {}), ("onnx", exported, here, "onnx", {})]
             if args.baseline is not None:
-                runs.insert(0, ("torch", checkpoint, args.baseline.resolve(), "before"))
-            for backend, path, code, label in runs:
+                runs.insert(0, ("torch", checkpoint, args.baseline.resolve(), "before", {}))
+            if args.in_thread:
+                runs.append(("onnx", exported, here, "onnx-th", {"SLOTFILL_MODEL_PROCESS": "false"}))
+            for backend, path, code, label, settings in runs:
                 for endpoint, concurrency, result, load in serve(
-                    path, backend, args.port, concurrencies, args.duration, args.warmup, code, label
+                    path, backend, args.port, concurrencies, args.duration, args.warmup, code, label, settings
                 ):
                     summary.append((name, label, endpoint, concurrency, result, load))
         if args.baseline is not None:

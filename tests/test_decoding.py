@@ -215,6 +215,31 @@ def test_crf_decode_equals_viterbi_where_the_arg_max_path_is_not_the_best() -> N
     assert traps > 0
 
 
+def test_marginals_follow_the_crf_s_scores_when_they_change() -> None:
+    """The CRF keeps its exp'd scores between calls; an optimiser step or a loaded state must
+    replace them (the answer equals a fresh CRF's with the new scores)."""
+    generator = torch.Generator().manual_seed(3)
+    allowed_start, allowed = bio_constraints(MANY_TAGS)
+    crf = random_crf(generator, len(MANY_TAGS), 1.0)
+    scores, mask = padded_batch(generator, [5, 3], len(MANY_TAGS), 2.0)
+    crf.marginals(scores, mask, allowed_start, allowed)
+    optimizer = torch.optim.SGD(crf.parameters(), lr=1.0)
+    for parameter in crf.parameters():
+        parameter.grad = torch.randn(parameter.shape, generator=generator)
+    optimizer.step()
+    fresh = LinearChainCRF(len(MANY_TAGS))
+    fresh.load_state_dict(crf.state_dict())
+    torch.testing.assert_close(
+        crf.marginals(scores, mask, allowed_start, allowed), fresh.marginals(scores, mask, allowed_start, allowed)
+    )
+    crf.load_state_dict(random_crf(generator, len(MANY_TAGS), 1.0).state_dict())
+    fresh = LinearChainCRF(len(MANY_TAGS))
+    fresh.load_state_dict(crf.state_dict())
+    torch.testing.assert_close(
+        crf.marginals(scores, mask, allowed_start, allowed), fresh.marginals(scores, mask, allowed_start, allowed)
+    )
+
+
 def make_model(decoder: str, **overrides) -> torch.nn.Module:
     values = dict(vocab_size=30, num_tags=len(TAGS), num_intents=3, embedding_dim=8, hidden_size=6, dropout=0.0)
     values.update(decoder=decoder, **overrides)
