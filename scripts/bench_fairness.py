@@ -22,9 +22,8 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
-from bench_serving import HOST, REPO, free_port, load_sentences, one_user, request_bytes, stop_server
+from bench_serving import REPO, free_port, load_sentences, one_user, request_bytes, stop_server, wait_ready
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,15 +115,7 @@ def main() -> None:
         env = {**os.environ, "SLOTFILL_LOG_LEVEL": "warning", **dict(item.split("=", 1) for item in args.env)}
         command = [sys.executable, "-m", "serving", "--checkpoint", args.checkpoint, "--port", str(port)]
         server = subprocess.Popen(command, cwd=REPO, env=env)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the server did not become ready")
-                time.sleep(0.3)
+        wait_ready(port, server, timeout=120)
     try:
         print(json.dumps(asyncio.run(run(port, args)), indent=1))
     finally:

@@ -27,7 +27,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/: bench_serving's client
 
 import bench_serving  # noqa: E402
+from bench_forward import min_ms  # noqa: E402
 
 from models.text import words_from_tokens  # noqa: E402
 from serving.backends import load_tagger  # noqa: E402
@@ -42,17 +42,6 @@ from serving.export import export  # noqa: E402
 from serving.inference import Prepared, ServedModel, encode_batch, score_rows  # noqa: E402
 
 HOST = "127.0.0.1"
-
-
-def min_ms(function, repeats: int) -> float:
-    for _ in range(max(1, repeats // 10)):
-        function()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.thread_time()
-        function()
-        best = min(best, time.thread_time() - started)
-    return best * 1000
 
 
 def parity(torch_model: ServedModel, onnx_model: ServedModel, items: list[Prepared]) -> str:

@@ -67,6 +67,18 @@ def request_bytes(method: str, path: str, payload: object | None) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request on a keep-alive connection and read its whole answer; returns the status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float, latencies: list[float]) -> int:
     """Send requests back to back on one connection until `stop_at`; returns the count of non-200s."""
     reader, writer = await asyncio.open_connection(HOST, port)
@@ -75,16 +87,10 @@ async def one_user(port: int, requests: list[bytes], offset: int, stop_at: float
     try:
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
-            writer.write(requests[index % len(requests)])
+            status = await exchange(reader, writer, requests[index % len(requests)])
             index += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
             latencies.append(time.perf_counter() - started)
-            if head[9:12] != b"200":
+            if status != 200:
                 failures += 1
     finally:
         writer.close()

@@ -27,7 +27,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_serving import HOST, REPO, _child_pids, free_port, load_sentences, request_bytes, stop_server
+from bench_serving import (
+    HOST,
+    REPO,
+    _child_pids,
+    exchange,
+    free_port,
+    load_sentences,
+    request_bytes,
+    stop_server,
+    wait_ready,
+)
 
 HOSTILE_CHAR = "\ufdfa"  # NFKC: 18 characters
 
@@ -58,17 +68,6 @@ def hostile_request(serial: int, words: int = 64) -> bytes:
     return request_bytes("POST", "/v1/tag/batch", {"items": items})
 
 
-async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    await reader.readexactly(length)
-    return int(head[9:12])
-
-
 async def hostile(port: int, pid: int, requests: int, connections: int) -> dict:
     counter = itertools.count()
     statuses: dict[int, int] = {}
@@ -77,7 +76,7 @@ async def hostile(port: int, pid: int, requests: int, connections: int) -> dict:
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             while (serial := next(counter)) < requests:
-                status = await send(reader, writer, hostile_request(serial))
+                status = await exchange(reader, writer, hostile_request(serial))
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
             writer.close()
@@ -127,7 +126,7 @@ async def varied(port: int, pid: int, duration: float, every: float, connections
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             while time.perf_counter() < stop_at:
-                status = await send(reader, writer, one())
+                status = await exchange(reader, writer, one())
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
             writer.close()
@@ -167,15 +166,7 @@ def main() -> None:
     command = [sys.executable, "-m", "serving", "--checkpoint", args.checkpoint, "--port", str(port)]
     server = subprocess.Popen(command, cwd=REPO, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the server did not become ready")
-                time.sleep(0.3)
+        wait_ready(port, server, timeout=120)
         sentences = load_sentences()
         for text in sentences[: args.warmup]:  # the caches of ordinary words, allocator pools and so on
             request = urllib.request.Request(
